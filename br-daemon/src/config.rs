@@ -1,1 +1,578 @@
+//! The configuration file (TOML), validated completely before anything
+//! touches an interface. Every mistake is reported as `file:line: reason`;
+//! unknown keys are mistakes. `docs/br-daemon.example.toml` documents each key.
 
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
+use std::path::Path;
+
+use ipnet::Ipv6Net;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::relay::{Domain, DomainSpec, DomainWarning, Domains, IcmpRate, Relay};
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// In the driver (fast; veth and most NICs support it).
+    Native,
+    /// In the generic kernel path (works everywhere, slower).
+    Generic,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Interfaces the XDP program attaches to.
+    pub interfaces: Vec<String>,
+    /// Receive queues (and workers) per interface.
+    pub queues: u16,
+    /// XDP attach mode.
+    pub xdp_mode: XdpMode,
+    /// Name of the TUN interface that carries the BR's own 6rd addresses.
+    pub tun: String,
+    /// Where counters are served (plain text and JSON over HTTP).
+    pub metrics: Option<SocketAddr>,
+    /// Busy-poll the AF_XDP sockets instead of sleeping in poll().
+    pub busy_poll: bool,
+    /// Limit on the ICMPv6 errors each worker originates.
+    pub icmp_rate: IcmpRate,
+    /// The 6rd domains.
+    pub domains: Vec<Domain>,
+    /// RFC SHOULDs the domains depart from, with their line.
+    pub warnings: Vec<(usize, DomainWarning)>,
+}
+
+/// One mistake in a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line.
+    pub line: usize,
+    /// What is wrong, and what would be right.
+    pub message: String,
+}
+
+/// Every mistake found in a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file name as given.
+    pub file: String,
+    /// The mistakes, in file order.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}: {}", self.file, p.line, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawConfig {
+    #[serde(default)]
+    relay: Option<Spanned<RawRelay>>,
+    #[serde(default)]
+    domain: Vec<Spanned<RawDomain>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRelay {
+    #[serde(default)]
+    interfaces: Vec<Spanned<String>>,
+    queues: Option<Spanned<i64>>,
+    xdp_mode: Option<Spanned<String>>,
+    tun: Option<Spanned<String>>,
+    metrics: Option<Spanned<String>>,
+    busy_poll: Option<bool>,
+    icmp_errors_per_second: Option<Spanned<i64>>,
+    icmp_burst: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawDomain {
+    name: Option<Spanned<String>>,
+    prefix: Spanned<String>,
+    ipv4_mask_len: Option<Spanned<i64>>,
+    br_ipv4: Spanned<toml::Value>,
+    br_ipv6: Option<Spanned<String>>,
+    ce_ipv4_prefix: Option<Spanned<String>>,
+    mtu: Option<Spanned<i64>>,
+    ttl: Option<Spanned<i64>>,
+}
+
+/// Default address of the counters endpoint.
+pub const DEFAULT_METRICS: &str = "127.0.0.1:9641";
+/// Default name of the slow-path TUN interface.
+pub const DEFAULT_TUN: &str = "br6rd0";
+
+/// Collects problems with the line they are on.
+struct Lines<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Lines<'_> {
+    fn line_of(&self, span: Range<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        self.text[..end].bytes().filter(|&b| b == b'\n').count() + 1
+    }
+
+    fn report(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let line = self.line_of(span);
+        self.problems.push(Problem {
+            line,
+            message: message.into(),
+        });
+    }
+
+    fn int<T: TryFrom<i64>>(&mut self, v: &Spanned<i64>, key: &str, lo: i64, hi: i64) -> Option<T> {
+        let n = *v.get_ref();
+        let out = (lo..=hi)
+            .contains(&n)
+            .then(|| T::try_from(n).ok())
+            .flatten();
+        if out.is_none() {
+            self.report(
+                v.span(),
+                format!("{key} = {n} is out of range ({lo}..={hi})"),
+            );
+        }
+        out
+    }
+
+    fn parse<T: std::str::FromStr>(
+        &mut self,
+        v: &Spanned<String>,
+        key: &str,
+        what: &str,
+    ) -> Option<T> {
+        let out = v.get_ref().parse().ok();
+        if out.is_none() {
+            self.report(v.span(), format!("{key} = {:?} is not {what}", v.get_ref()));
+        }
+        out
+    }
+}
+
+fn valid_interface_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 15 {
+        return Err("Linux interface names have 1 to 15 bytes");
+    }
+    if name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
+        || name == "."
+        || name == ".."
+    {
+        return Err("Linux interface names cannot contain '/', ':' or spaces");
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, &file),
+            Err(e) => Err(ConfigError {
+                file,
+                problems: vec![Problem {
+                    line: 0,
+                    message: format!("cannot read the file: {e}"),
+                }],
+            }),
+        }
+    }
+
+    /// Validates the text of a file named `file` (the name is for messages).
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let mut lines = Lines {
+            text,
+            problems: Vec::new(),
+        };
+        let raw: RawConfig = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                lines.report(span, e.message().trim().to_string());
+                return Err(ConfigError {
+                    file: file.to_string(),
+                    problems: lines.problems,
+                });
+            }
+        };
+        let config = build(&mut lines, raw);
+        match config {
+            Some(c) if lines.problems.is_empty() => Ok(c),
+            _ => {
+                lines.problems.sort_by_key(|p| p.line);
+                Err(ConfigError {
+                    file: file.to_string(),
+                    problems: lines.problems,
+                })
+            }
+        }
+    }
+
+    /// The relay these domains describe.
+    pub fn relay(&self) -> Relay {
+        let domains = Domains::new(self.domains.clone()).expect("overlaps were refused by parse()");
+        Relay::new(domains, self.icmp_rate)
+    }
+}
+
+fn build(lines: &mut Lines, raw: RawConfig) -> Option<Config> {
+    let relay_span = raw.relay.as_ref().map(|r| r.span()).unwrap_or(0..0);
+    let relay = raw.relay.map(Spanned::into_inner).unwrap_or_default();
+
+    let mut interfaces: Vec<String> = Vec::new();
+    for name in &relay.interfaces {
+        if let Err(why) = valid_interface_name(name.get_ref()) {
+            lines.report(
+                name.span(),
+                format!("interface {:?}: {why}", name.get_ref()),
+            );
+        } else if interfaces.contains(name.get_ref()) {
+            lines.report(
+                name.span(),
+                format!("interface {:?} is listed twice", name.get_ref()),
+            );
+        } else {
+            interfaces.push(name.get_ref().clone());
+        }
+    }
+    let queues = match &relay.queues {
+        Some(q) => lines.int::<u16>(q, "queues", 1, 64),
+        None => Some(1),
+    };
+    let xdp_mode = match relay
+        .xdp_mode
+        .as_ref()
+        .map(|m| (m.get_ref().as_str(), m.span()))
+    {
+        None | Some(("native", _)) => XdpMode::Native,
+        Some(("generic", _)) => XdpMode::Generic,
+        Some((other, span)) => {
+            lines.report(
+                span,
+                format!("xdp-mode = {other:?}: expected \"native\" or \"generic\""),
+            );
+            XdpMode::Native
+        }
+    };
+    let tun = match &relay.tun {
+        Some(t) => {
+            if let Err(why) = valid_interface_name(t.get_ref()) {
+                lines.report(t.span(), format!("tun = {:?}: {why}", t.get_ref()));
+            }
+            t.get_ref().clone()
+        }
+        None => DEFAULT_TUN.to_string(),
+    };
+    let metrics = match &relay.metrics {
+        Some(m) if m.get_ref() == "off" => None,
+        Some(m) => lines.parse::<SocketAddr>(m, "metrics", "an address:port (or \"off\")"),
+        None => Some(DEFAULT_METRICS.parse().expect("constant")),
+    };
+    let mut icmp_rate = IcmpRate::default();
+    if let Some(v) = &relay.icmp_errors_per_second {
+        icmp_rate.per_second = lines
+            .int(v, "icmp-errors-per-second", 0, 1_000_000)
+            .unwrap_or(0);
+    }
+    if let Some(v) = &relay.icmp_burst {
+        icmp_rate.burst = lines.int(v, "icmp-burst", 0, 1_000_000).unwrap_or(0);
+    }
+
+    let mut domains: Vec<(Domain, Range<usize>)> = Vec::new();
+    let mut warnings = Vec::new();
+    if raw.domain.is_empty() {
+        lines.report(
+            relay_span,
+            "no [[domain]]: the BR needs at least one 6rd domain",
+        );
+    }
+    for (i, d) in raw.domain.iter().enumerate() {
+        let span = d.span();
+        let d = d.get_ref();
+        let Some(spec) = domain_spec(lines, d, i) else {
+            continue;
+        };
+        match Domain::new(&spec) {
+            Ok((domain, warns)) => {
+                let line = lines.line_of(span.clone());
+                warnings.extend(warns.into_iter().map(|w| (line, w)));
+                if let Some((other, _)) = domains.iter().find(|(o, _)| o.name() == domain.name()) {
+                    lines.report(
+                        d.prefix.span(),
+                        format!("two domains are named {:?}", other.name()),
+                    );
+                }
+                domains.push((domain, d.prefix.span()));
+            }
+            Err(e) => lines.report(d.prefix.span(), format!("domain {:?}: {e}", spec.name)),
+        }
+    }
+    let only_domains: Vec<Domain> = domains.iter().map(|(d, _)| d.clone()).collect();
+    if let Err(e) = Domains::new(only_domains.clone()) {
+        let span = domains
+            .iter()
+            .rev()
+            .find(|(d, _)| d.prefix() == e.2 || d.prefix() == e.0)
+            .map(|(_, s)| s.clone())
+            .unwrap_or(0..0);
+        lines.report(span, e.to_string());
+    }
+    Some(Config {
+        interfaces,
+        queues: queues?,
+        xdp_mode,
+        tun,
+        metrics,
+        busy_poll: relay.busy_poll.unwrap_or(false),
+        icmp_rate,
+        domains: only_domains,
+        warnings,
+    })
+}
+
+fn domain_spec(lines: &mut Lines, d: &RawDomain, index: usize) -> Option<DomainSpec> {
+    let before = lines.problems.len();
+    let name = d
+        .name
+        .as_ref()
+        .map(|n| n.get_ref().clone())
+        .unwrap_or_else(|| format!("domain{}", index + 1));
+    let prefix: Option<Ipv6Net> =
+        lines.parse(&d.prefix, "prefix", "an IPv6 prefix like 2001:db8::/32");
+    let mask_len = match &d.ipv4_mask_len {
+        Some(k) => lines.int::<u8>(k, "ipv4-mask-len", 0, 32),
+        None => Some(0),
+    };
+    let br_span = d.br_ipv4.span();
+    let br_texts: Vec<&toml::Value> = match d.br_ipv4.get_ref() {
+        toml::Value::Array(list) => list.iter().collect(),
+        one => vec![one],
+    };
+    let mut br_ipv4: Vec<Ipv4Addr> = Vec::new();
+    for v in br_texts {
+        match v.as_str().map(str::parse) {
+            Some(Ok(a)) => br_ipv4.push(a),
+            _ => lines.report(
+                br_span.clone(),
+                format!("br-ipv4 = {v}: expected an IPv4 address or a list of them"),
+            ),
+        }
+    }
+    if br_ipv4.is_empty() && lines.problems.len() == before {
+        lines.report(
+            d.br_ipv4.span(),
+            "br-ipv4 is empty: give the BR's IPv4 address",
+        );
+    }
+    let br_ipv6: Option<Ipv6Addr> = d
+        .br_ipv6
+        .as_ref()
+        .and_then(|a| lines.parse(a, "br-ipv6", "an IPv6 address"));
+    let ce_sample: Option<ipnet::Ipv4Net> = d
+        .ce_ipv4_prefix
+        .as_ref()
+        .and_then(|a| lines.parse(a, "ce-ipv4-prefix", "an IPv4 prefix like 10.0.0.0/8"));
+    if let (Some(p), Some(k)) = (ce_sample, mask_len) {
+        if p.prefix_len() != k {
+            let span = d.ce_ipv4_prefix.as_ref().expect("parsed").span();
+            lines.report(
+                span,
+                format!("ce-ipv4-prefix {p} must be a /{k}, the ipv4-mask-len"),
+            );
+        }
+    }
+    let mtu = match &d.mtu {
+        Some(m) => lines.int::<u16>(m, "mtu", 1280, 65515),
+        None => Some(crate::relay::domain::DEFAULT_TUNNEL_MTU),
+    };
+    let ttl = match &d.ttl {
+        Some(t) => lines.int::<u8>(t, "ttl", 1, 255),
+        None => Some(crate::relay::domain::DEFAULT_TTL),
+    };
+    if lines.problems.len() != before {
+        return None;
+    }
+    Some(DomainSpec {
+        name,
+        prefix: prefix?,
+        ipv4_mask_len: mask_len?,
+        br_ipv4,
+        br_ipv6,
+        ce_ipv4_sample: ce_sample.map(|p| p.network()),
+        mtu: mtu?,
+        ttl: ttl?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const SCENARIO: &str = r#"
+[relay]
+interfaces = ["lan0", "wan0"]
+queues = 2
+
+[[domain]]
+name = "vpc"
+prefix = "2001:db8:0:f096::/64"
+ipv4-mask-len = 0
+br-ipv4 = "10.255.255.222"
+"#;
+
+    fn problems(text: &str) -> Vec<(usize, String)> {
+        Config::parse(text, "t.toml")
+            .unwrap_err()
+            .problems
+            .into_iter()
+            .map(|p| (p.line, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn scenario_config_is_valid_with_warnings() {
+        let c = Config::parse(SCENARIO, "t.toml").unwrap();
+        assert_eq!(c.interfaces, ["lan0", "wan0"]);
+        assert_eq!(c.queues, 2);
+        assert_eq!(c.xdp_mode, XdpMode::Native);
+        assert_eq!(c.tun, DEFAULT_TUN);
+        assert_eq!(c.metrics, Some(DEFAULT_METRICS.parse().unwrap()));
+        assert_eq!(c.domains.len(), 1);
+        assert_eq!(c.domains[0].mtu(), 1280);
+        assert!(
+            c.warnings.iter().all(|(line, _)| *line == 6),
+            "{:?}",
+            c.warnings
+        );
+        assert_eq!(c.warnings.len(), 3);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_its_line() {
+        let text = SCENARIO.replace("queues = 2", "queues = 2\nqueus = 3");
+        let p = problems(&text);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].0, 5);
+        assert!(p[0].1.contains("queus"), "{}", p[0].1);
+    }
+
+    #[test]
+    fn syntax_error_has_its_line() {
+        let p = problems("[relay]\ninterfaces = [\"a\"\n");
+        assert_eq!(p[0].0, 2, "{p:?}");
+    }
+
+    #[test]
+    fn every_semantic_mistake_is_reported_with_its_line() {
+        let text = r#"
+[relay]
+interfaces = ["lan0", "lan0", "this-name-is-far-too-long"]
+queues = 0
+xdp-mode = "fast"
+metrics = "localhost"
+
+[[domain]]
+prefix = "2001:db8::/100"
+br-ipv4 = "10.0.0.1"
+
+[[domain]]
+prefix = "2001:db8:1::/48"
+ipv4-mask-len = 40
+br-ipv4 = ["10.0.0.1", "nope"]
+mtu = 1000
+"#;
+        let p = problems(text);
+        let lines: Vec<usize> = p.iter().map(|(l, _)| *l).collect();
+        assert_eq!(lines, [3, 3, 4, 5, 6, 9, 14, 15, 16], "{p:?}");
+        assert!(p[0].1.contains("listed twice"));
+        assert!(p[1].1.contains("1 to 15 bytes"));
+        assert!(p[5].1.contains("longer than an IPv6 address"), "{}", p[5].1);
+        assert!(p[6].1.contains("ipv4-mask-len = 40"));
+        assert!(p[7].1.contains("\"nope\""), "{}", p[7].1);
+    }
+
+    #[test]
+    fn bad_domain_values_are_caught_after_parsing() {
+        let text = SCENARIO.replace("f096::/64", "f096::1/64");
+        let p = problems(&text);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].0, 8);
+        assert!(
+            p[0].1.contains("did you mean 2001:db8:0:f096::/64"),
+            "{}",
+            p[0].1
+        );
+    }
+
+    #[test]
+    fn overlapping_domains_are_refused() {
+        let text = format!(
+            "{SCENARIO}\n[[domain]]\nname = \"wide\"\nprefix = \"2001:db8::/32\"\nipv4-mask-len = 32\nbr-ipv4 = \"10.0.0.1\"\n"
+        );
+        let p = problems(&text);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].1.contains("overlaps"), "{p:?}");
+        assert_eq!(p[0].0, 14);
+    }
+
+    #[test]
+    fn no_domain_is_an_error() {
+        let p = problems("[relay]\ninterfaces = [\"eth0\"]\n");
+        assert!(p[0].1.contains("at least one 6rd domain"));
+    }
+
+    #[test]
+    fn several_br_addresses_and_explicit_fields() {
+        let text = r#"
+[relay]
+metrics = "off"
+xdp-mode = "generic"
+icmp-errors-per-second = 100
+icmp-burst = 5
+[[domain]]
+prefix = "2001:db8:100::/40"
+ipv4-mask-len = 8
+br-ipv4 = ["192.0.2.1", "192.0.2.2"]
+ce-ipv4-prefix = "10.0.0.0/8"
+br-ipv6 = "2001:db8:100::1"
+ttl = 32
+mtu = 1480
+"#;
+        let c = Config::parse(text, "t.toml").unwrap();
+        assert_eq!(c.metrics, None);
+        assert_eq!(c.xdp_mode, XdpMode::Generic);
+        assert_eq!(
+            c.icmp_rate,
+            IcmpRate {
+                per_second: 100,
+                burst: 5
+            }
+        );
+        let d = &c.domains[0];
+        assert_eq!(d.br_ipv4_all().len(), 2);
+        assert_eq!(d.common_ipv4_prefix(), "10.0.0.0/8".parse().unwrap());
+        assert_eq!(
+            d.ce_ipv4("2001:db8:101:203::1".parse().unwrap()),
+            Some("10.1.2.3".parse().unwrap())
+        );
+        assert_eq!((d.ttl(), d.mtu()), (32, 1480));
+    }
+}

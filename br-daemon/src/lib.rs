@@ -9,4 +9,5 @@
 pub mod ce_config;
 pub mod cisco;
 pub mod config;
+pub mod lookup;
 pub mod relay;

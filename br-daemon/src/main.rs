@@ -1,1 +1,224 @@
-fn main() {}
+//! `br-daemon`: the 6rd Border Relay and its operator tools.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use br_daemon::config::Config;
+use br_daemon::relay::{Domain, DomainSpec, DropReason, Path};
+use br_daemon::{ce_config, cisco, lookup};
+use clap::{Args, Parser, Subcommand};
+use ipnet::Ipv6Net;
+
+/// A 6rd Border Relay (RFC 5969) for Linux gateways: XDP steering and an
+/// AF_XDP forwarder, with the kernel as slow path.
+#[derive(Parser)]
+#[command(version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the BR on the interfaces of the configuration file.
+    ///
+    /// Validates everything before touching an interface. SIGHUP reloads
+    /// the domains (a bad file is refused and the running configuration
+    /// stays); SIGINT or SIGTERM detach and print the counters.
+    Run {
+        /// The configuration file (TOML; see docs/configuration.md).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show the other side of the 6rd mapping.
+    ///
+    /// An IPv4 CE address gives its delegated IPv6 prefix; an IPv6 address
+    /// gives the CE IPv4 address it embeds; an IPv6 prefix gives the CE
+    /// addresses it covers.
+    #[command(
+        after_help = "Examples:\n  br-daemon map 10.96.1.100 --config br.toml\n  \
+        br-daemon map 2001:db8:0:f096:a60:164::1 --prefix 2001:db8:0:f096::/64"
+    )]
+    Map {
+        /// 10.96.1.100, 2001:db8:0:f096:a60:164::1 or 2001:db8:0:f096:a60::/80
+        query: String,
+        #[command(flatten)]
+        domain: DomainArgs,
+    },
+    /// Print the configuration of a Linux 6rd CE: ip commands, ifcfg file.
+    #[command(after_help = "Example:\n  br-daemon ce-config 10.96.1.100 --config br.toml")]
+    CeConfig {
+        /// The CE's IPv4 address.
+        ce: Ipv4Addr,
+        /// Name of the CE's tunnel device.
+        #[arg(long, default_value = "sit1")]
+        dev: String,
+        #[command(flatten)]
+        domain: DomainArgs,
+    },
+    /// Translate a Cisco IOS 6rd BR configuration into ours (on stdout).
+    ///
+    /// Warns on stderr about each line it does not use. The Linux interface
+    /// names are left as CHANGE-ME placeholders.
+    ImportCisco {
+        /// A file with the `show running-config` text.
+        file: PathBuf,
+    },
+    /// Check a configuration file: exit 0 when valid, else print
+    /// file:line: reason for each mistake.
+    CheckConfig { file: PathBuf },
+    /// List every counter name with its meaning.
+    Counters,
+}
+
+/// Where the 6rd domain comes from: a configuration file, or flags.
+#[derive(Args)]
+struct DomainArgs {
+    /// Take the domains from this configuration file.
+    #[arg(long, short, conflicts_with = "prefix")]
+    config: Option<PathBuf>,
+    /// Only this domain of the configuration file.
+    #[arg(long, requires = "config")]
+    domain: Option<String>,
+    /// The 6rd prefix (instead of --config).
+    #[arg(long)]
+    prefix: Option<Ipv6Net>,
+    /// IPv4MaskLen: high-order IPv4 bits common to all CEs.
+    #[arg(long, default_value_t = 0, requires = "prefix")]
+    ipv4_mask_len: u8,
+    /// The BR's IPv4 address (with --prefix).
+    #[arg(long, requires = "prefix")]
+    br_ipv4: Option<Ipv4Addr>,
+}
+
+impl DomainArgs {
+    /// The domains to use; `sample` is an IPv4 address known to be in the
+    /// common prefix when no BR address is given.
+    fn domains(&self, sample: Option<Ipv4Addr>) -> Result<Vec<Domain>> {
+        if let Some(path) = &self.config {
+            let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let domains: Vec<Domain> = config
+                .domains
+                .into_iter()
+                .filter(|d| self.domain.as_deref().is_none_or(|n| n == d.name()))
+                .collect();
+            if domains.is_empty() {
+                bail!(
+                    "{} has no domain named {:?}",
+                    path.display(),
+                    self.domain.as_deref().unwrap_or("")
+                );
+            }
+            return Ok(domains);
+        }
+        let Some(prefix) = self.prefix else {
+            bail!(
+                "give the domain: --config FILE, or --prefix P [--ipv4-mask-len K] [--br-ipv4 A]"
+            );
+        };
+        let br = match (self.br_ipv4, sample) {
+            (Some(br), _) => br,
+            (None, Some(s)) => s,
+            // With IPv4MaskLen 0 the BR address does not enter the mapping.
+            (None, None) if self.ipv4_mask_len == 0 => Ipv4Addr::new(192, 0, 2, 1),
+            (None, None) => bail!(
+                "--ipv4-mask-len {} needs --br-ipv4 to know the common IPv4 prefix",
+                self.ipv4_mask_len
+            ),
+        };
+        let mut spec = DomainSpec::new("flags", prefix, self.ipv4_mask_len, br);
+        if self.br_ipv4.is_none() {
+            spec.ce_ipv4_sample = sample;
+        }
+        let (domain, _) = Domain::new(&spec)?;
+        Ok(vec![domain])
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("br-daemon: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Run { config } => br_daemon_run(&config),
+        Command::Map { query, domain } => {
+            let domains = domain.domains(query.parse().ok())?;
+            let answers = lookup::map(&domains, &query).map_err(anyhow::Error::msg)?;
+            let several = answers.len() > 1;
+            for a in answers {
+                if several {
+                    println!("{}\t# domain {:?}", a.text, a.domain);
+                } else {
+                    println!("{}", a.text);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CeConfig { ce, dev, domain } => {
+            let domains = domain.domains(Some(ce))?;
+            let d = domains
+                .iter()
+                .find(|d| d.contains_ipv4(ce))
+                .with_context(|| format!("{ce} is in the common IPv4 prefix of no domain"))?;
+            print!("{}", ce_config::render(d, ce, &dev)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ImportCisco { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let origin = file.display().to_string();
+            let out =
+                cisco::import(&text, &origin).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+            for w in &out.warnings {
+                eprintln!("warning: {w}");
+            }
+            print!("{}", out.toml);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(config) => {
+                for (line, w) in &config.warnings {
+                    eprintln!("{}:{line}: warning: {w}", file.display());
+                }
+                println!(
+                    "{}: valid: {} domain(s), interfaces {:?}",
+                    file.display(),
+                    config.domains.len(),
+                    config.interfaces
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::from(2))
+            }
+        },
+        Command::Counters => {
+            for p in Path::ALL {
+                println!("{:<24} {}", p.name(), p.meaning());
+            }
+            for r in DropReason::ALL {
+                println!("drop:{:<19} {}", r.name(), r.meaning());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn br_daemon_run(config: &std::path::Path) -> Result<ExitCode> {
+    let config = Config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    bail!(
+        "the data plane is not built yet; {} domain(s) validated",
+        config.domains.len()
+    )
+}

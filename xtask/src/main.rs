@@ -1,1 +1,162 @@
-fn main() {}
+//! Project chores: `cargo xtask test | run | fuzz | bench`.
+//!
+//! `test` is what CI runs on a fresh Debian machine: it installs the
+//! packages the build and the tests need (as root, when missing), then
+//! checks formatting and lints and runs every test, the privileged
+//! network-namespace tests and a short fuzz run included.
+
+mod deps;
+mod lab;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Chores for the 6rd BR workspace")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing, then fmt, clippy, every test and a short fuzz run.
+    Test {
+        /// Seconds of fuzzing at the end (0 skips it).
+        #[arg(long, default_value_t = 30)]
+        fuzz_seconds: u64,
+        /// Skip fmt and clippy (faster iteration).
+        #[arg(long)]
+        no_lint: bool,
+    },
+    /// Run the BR: with no --config, a self-contained demo lab in network
+    /// namespaces with the SCENARIO.md addresses.
+    Run {
+        /// A configuration file: run the BR on this host's real interfaces.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Demo only: stop after this many seconds; exit 0 only if every check passed.
+        #[arg(long)]
+        duration: Option<u64>,
+    },
+    /// Fuzz the relay's entry points with libFuzzer.
+    Fuzz {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Task::Test {
+            fuzz_seconds,
+            no_lint,
+        } => test(fuzz_seconds, no_lint),
+        Task::Run { config, duration } => match config {
+            Some(config) => run_on_host(&config),
+            None => lab::demo(duration),
+        },
+        Task::Fuzz { seconds } => fuzz(seconds),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command in the workspace root; fails with the command line.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    eprintln!("xtask: {shown}");
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn test(fuzz_seconds: u64, no_lint: bool) -> Result<()> {
+    deps::ensure(deps::TEST_PACKAGES)?;
+    if !no_lint {
+        run(cargo().args(["fmt", "--all", "--check"]))?;
+        run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    // The netns tests need the release daemon binary; build it first so
+    // the tests do not time out building it.
+    run(cargo().args(["build", "--release", "-p", "br-daemon"]))?;
+    run(cargo()
+        .args(["test", "--workspace"])
+        .env("BR_DAEMON_BIN", root().join("target/release/br-daemon")))?;
+    if fuzz_seconds > 0 {
+        fuzz(fuzz_seconds)?;
+    }
+    eprintln!("xtask: all tests passed");
+    Ok(())
+}
+
+/// Builds the libFuzzer target the way cargo-fuzz does (sanitizer
+/// coverage; RUSTC_BOOTSTRAP lets the stable compiler take the flags) and
+/// runs it from the committed seeds for `seconds`.
+fn fuzz(seconds: u64) -> Result<()> {
+    let dir = root().join("br-daemon/fuzz");
+    let flags = [
+        "-Cpasses=sancov-module",
+        "-Cllvm-args=-sanitizer-coverage-level=4",
+        "-Cllvm-args=-sanitizer-coverage-inline-8bit-counters",
+        "-Cllvm-args=-sanitizer-coverage-pc-table",
+        "-Cllvm-args=-sanitizer-coverage-trace-compares",
+        "--cfg",
+        "fuzzing",
+        "-Cdebug-assertions",
+        "-Coverflow-checks",
+    ]
+    .join(" ");
+    let target = "x86_64-unknown-linux-gnu";
+    run(cargo()
+        .args(["build", "--release", "--target", target, "--manifest-path"])
+        .arg(dir.join("Cargo.toml"))
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("RUSTFLAGS", flags))?;
+    let corpus = dir.join("corpus");
+    std::fs::create_dir_all(&corpus)?;
+    run(
+        Command::new(dir.join(format!("target/{target}/release/relay")))
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-print_final_stats=1")
+            .arg(&corpus)
+            .arg(dir.join("seeds")),
+    )
+}
+
+fn run_on_host(config: &Path) -> Result<()> {
+    deps::ensure(deps::BUILD_PACKAGES)?;
+    run(cargo().args(["build", "--release", "-p", "br-daemon"]))?;
+    let config = std::fs::canonicalize(config)
+        .with_context(|| format!("cannot find {}", config.display()))?;
+    run(Command::new(root().join("target/release/br-daemon"))
+        .arg("run")
+        .arg("--config")
+        .arg(config))
+}
