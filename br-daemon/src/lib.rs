@@ -9,5 +9,6 @@
 pub mod ce_config;
 pub mod cisco;
 pub mod config;
+pub mod dataplane;
 pub mod lookup;
 pub mod relay;

@@ -1,1 +1,39 @@
-//! placeholder
+//! The XDP steering program of the 6rd BR and the ABI it shares with the
+//! daemon. The program is C (`src/steer.bpf.c`), compiled by `build.rs`
+//! with clang; the constants below are generated from `src/steer_abi.h`,
+//! the single definition both sides use.
+
+include!(concat!(env!("OUT_DIR"), "/abi.rs"));
+
+/// Name of the XDP program in the object.
+pub const PROGRAM: &str = "br_steer";
+/// XSKMAP: receive queue index → AF_XDP socket.
+pub const MAP_XSKS: &str = "xsks";
+/// HASH: BR IPv4 address (network order) → 1.
+pub const MAP_BR_ADDRS: &str = "br_addrs";
+/// LPM_TRIE: 6rd prefix → domain index.
+pub const MAP_SIXRD_PREFIXES: &str = "sixrd_prefixes";
+/// PERCPU_ARRAY: counters by `STAT_*` index.
+pub const MAP_STATS: &str = "stats";
+
+#[repr(C, align(8))]
+struct Aligned<T: ?Sized>(T);
+
+static OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/steer.bpf.o")));
+
+/// The compiled ELF object, 8-byte aligned as the ELF parser wants.
+pub fn object() -> &'static [u8] {
+    &OBJECT.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abi_is_consistent() {
+        assert_eq!(STAT_NAMES.len() as u32, STAT_COUNT);
+        assert_eq!(STAT_NAMES[STAT_REDIRECT_IPV6 as usize].0, "redirect-ipv6");
+        assert_eq!(&object()[..4], b"\x7fELF");
+    }
+}

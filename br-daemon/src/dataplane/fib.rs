@@ -1,0 +1,588 @@
+//! Next hops from the kernel: a snapshot of its routes, neighbours and
+//! links read over rtnetlink (RFC 3549; `man 7 rtnetlink`), rebuilt when
+//! the kernel announces a change, and published to the workers without a
+//! lock on the packet path (they check a generation number per batch).
+//!
+//! The forwarder never keeps static MACs: a destination whose neighbour
+//! the kernel has not resolved goes through the kernel (slow path), which
+//! resolves it; the resulting neighbour event refreshes the snapshot.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A MAC address.
+pub type Mac = [u8; 6];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RouteKind {
+    Unicast,
+    Local,
+    /// blackhole, unreachable, prohibit, throw.
+    Reject,
+}
+
+#[derive(Clone, Debug)]
+struct Route {
+    dst: u128,
+    len: u8,
+    /// Address width in bits (32 or 128), to build masks.
+    width: u8,
+    kind: RouteKind,
+    gateway: Option<IpAddr>,
+    oif: u32,
+    table: u32,
+    priority: u32,
+}
+
+/// Where a packet for a destination goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextHop {
+    /// Out of `ifindex` to `dst_mac`.
+    Direct { ifindex: u32, src_mac: Mac, dst_mac: Mac },
+    /// A route exists but the neighbour is not (yet) known: let the kernel resolve it.
+    Unresolved { ifindex: u32 },
+    /// One of the host's own addresses.
+    Local,
+    /// No route, or a reject route.
+    Unreachable,
+}
+
+/// One snapshot of the kernel's forwarding state.
+#[derive(Clone, Debug, Default)]
+pub struct Fib {
+    routes: Vec<Route>,
+    neighbours: HashMap<(u32, IpAddr), Mac>,
+    link_macs: HashMap<u32, Mac>,
+    link_names: HashMap<u32, String>,
+}
+
+const TABLE_LOCAL: u32 = 255;
+const TABLE_MAIN: u32 = 254;
+
+impl Fib {
+    fn lookup(&self, dst: IpAddr) -> NextHop {
+        let (bits, width) = match dst {
+            IpAddr::V4(a) => (u128::from(u32::from(a)), 32u8),
+            IpAddr::V6(a) => (u128::from(a), 128u8),
+        };
+        // The default rules: table local, then main.
+        for table in [TABLE_LOCAL, TABLE_MAIN] {
+            let best = self
+                .routes
+                .iter()
+                .filter(|r| r.width == width && r.table == table && prefix_match(bits, r.dst, r.len, width))
+                .min_by_key(|r| (std::cmp::Reverse(r.len), r.priority));
+            let Some(route) = best else { continue };
+            return match route.kind {
+                RouteKind::Local => NextHop::Local,
+                RouteKind::Reject => NextHop::Unreachable,
+                RouteKind::Unicast => {
+                    let neighbour = route.gateway.unwrap_or(dst);
+                    match (
+                        self.neighbours.get(&(route.oif, neighbour)),
+                        self.link_macs.get(&route.oif),
+                    ) {
+                        (Some(dst_mac), Some(src_mac)) => NextHop::Direct {
+                            ifindex: route.oif,
+                            src_mac: *src_mac,
+                            dst_mac: *dst_mac,
+                        },
+                        _ => NextHop::Unresolved { ifindex: route.oif },
+                    }
+                }
+            };
+        }
+        NextHop::Unreachable
+    }
+
+    /// Next hop for an IPv4 destination.
+    pub fn lookup_v4(&self, dst: Ipv4Addr) -> NextHop {
+        self.lookup(IpAddr::V4(dst))
+    }
+
+    /// Next hop for an IPv6 destination.
+    pub fn lookup_v6(&self, dst: Ipv6Addr) -> NextHop {
+        self.lookup(IpAddr::V6(dst))
+    }
+
+    /// Interface index of a name.
+    pub fn ifindex(&self, name: &str) -> Option<u32> {
+        self.link_names.iter().find(|(_, n)| *n == name).map(|(i, _)| *i)
+    }
+
+    /// Number of routes and neighbours, for logs.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.routes.len(), self.neighbours.len())
+    }
+}
+
+fn prefix_match(addr: u128, net: u128, len: u8, width: u8) -> bool {
+    if len == 0 {
+        return true;
+    }
+    let shift = u32::from(width - len.min(width));
+    (addr >> shift) == (net >> shift)
+}
+
+// --- rtnetlink wire format (linux/netlink.h, linux/rtnetlink.h) ---
+
+const NLMSG_HDRLEN: usize = 16;
+const RTM_NEWLINK: u16 = 16;
+const RTM_GETLINK: u16 = 18;
+const RTM_NEWROUTE: u16 = 24;
+const RTM_GETROUTE: u16 = 26;
+const RTM_NEWNEIGH: u16 = 28;
+const RTM_GETNEIGH: u16 = 30;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
+
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_IFNAME: u16 = 3;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const RTA_PRIORITY: u16 = 6;
+const RTA_MULTIPATH: u16 = 9;
+const RTA_TABLE: u16 = 15;
+const NDA_DST: u16 = 1;
+const NDA_LLADDR: u16 = 2;
+
+const RTN_UNICAST: u8 = 1;
+const RTN_LOCAL: u8 = 2;
+const RTN_BLACKHOLE: u8 = 6;
+const RTN_UNREACHABLE: u8 = 7;
+const RTN_PROHIBIT: u8 = 8;
+const RTN_THROW: u8 = 9;
+
+const NUD_INCOMPLETE: u16 = 0x01;
+const NUD_FAILED: u16 = 0x20;
+const NUD_NONE: u16 = 0x00;
+
+/// Iterates over rtattrs: (type, payload).
+fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if b.len() < 4 {
+            return None;
+        }
+        let len = usize::from(u16::from_ne_bytes([b[0], b[1]]));
+        let kind = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        if len < 4 || len > b.len() {
+            return None;
+        }
+        let payload = &b[4..len];
+        b = &b[len.next_multiple_of(4).min(b.len())..];
+        Some((kind, payload))
+    })
+}
+
+fn ip_from(family: u8, b: &[u8]) -> Option<IpAddr> {
+    match (i32::from(family), b.len()) {
+        (libc::AF_INET, 4) => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+        (libc::AF_INET6, 16) => {
+            let a: [u8; 16] = b.try_into().ok()?;
+            Some(IpAddr::V6(Ipv6Addr::from(a)))
+        }
+        _ => None,
+    }
+}
+
+fn u32_from(b: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(..4)?.try_into().ok()?))
+}
+
+/// Parses one RTM_NEWROUTE body (rtmsg + attributes).
+fn parse_route(body: &[u8]) -> Option<Route> {
+    if body.len() < 12 {
+        return None;
+    }
+    let family = body[0];
+    let width = match i32::from(family) {
+        libc::AF_INET => 32,
+        libc::AF_INET6 => 128,
+        _ => return None,
+    };
+    let kind = match body[7] {
+        RTN_UNICAST => RouteKind::Unicast,
+        RTN_LOCAL => RouteKind::Local,
+        RTN_BLACKHOLE | RTN_UNREACHABLE | RTN_PROHIBIT | RTN_THROW => RouteKind::Reject,
+        _ => return None, // broadcast, multicast, anycast: not for unicast forwarding
+    };
+    let mut r = Route {
+        dst: 0,
+        len: body[1],
+        width,
+        kind,
+        gateway: None,
+        oif: 0,
+        table: u32::from(body[4]),
+        priority: 0,
+    };
+    for (t, p) in attrs(&body[12..]) {
+        match t {
+            RTA_DST => {
+                r.dst = match ip_from(family, p)? {
+                    IpAddr::V4(a) => u128::from(u32::from(a)),
+                    IpAddr::V6(a) => u128::from(a),
+                }
+            }
+            RTA_GATEWAY => r.gateway = ip_from(family, p),
+            RTA_OIF => r.oif = u32_from(p)?,
+            RTA_PRIORITY => r.priority = u32_from(p)?,
+            RTA_TABLE => r.table = u32_from(p)?,
+            // ECMP: the first next hop (struct rtnexthop: len u16, flags
+            // u8, hops u8, ifindex i32, then attributes).
+            RTA_MULTIPATH if p.len() >= 8 && r.oif == 0 => {
+                let nh_len = usize::from(u16::from_ne_bytes([p[0], p[1]])).min(p.len());
+                r.oif = u32_from(&p[4..8])?;
+                for (t, a) in attrs(&p[8..nh_len]) {
+                    if t == RTA_GATEWAY {
+                        r.gateway = ip_from(family, a);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(r)
+}
+
+/// Parses one RTM_NEWNEIGH body: ((ifindex, address), MAC) when usable.
+fn parse_neighbour(body: &[u8]) -> Option<((u32, IpAddr), Mac)> {
+    if body.len() < 12 {
+        return None;
+    }
+    let family = body[0];
+    let ifindex = u32::try_from(i32::from_ne_bytes(body[4..8].try_into().ok()?)).ok()?;
+    let state = u16::from_ne_bytes([body[8], body[9]]);
+    if state == NUD_NONE || state & (NUD_INCOMPLETE | NUD_FAILED) != 0 {
+        return None;
+    }
+    let mut dst = None;
+    let mut mac = None;
+    for (t, p) in attrs(&body[12..]) {
+        match t {
+            NDA_DST => dst = ip_from(family, p),
+            NDA_LLADDR if p.len() == 6 => mac = p.try_into().ok(),
+            _ => {}
+        }
+    }
+    Some(((ifindex, dst?), mac?))
+}
+
+/// Parses one RTM_NEWLINK body: (ifindex, name, MAC).
+fn parse_link(body: &[u8]) -> Option<(u32, Option<String>, Option<Mac>)> {
+    if body.len() < 16 {
+        return None;
+    }
+    let ifindex = u32::try_from(i32::from_ne_bytes(body[4..8].try_into().ok()?)).ok()?;
+    let mut name = None;
+    let mut mac = None;
+    for (t, p) in attrs(&body[16..]) {
+        match t {
+            IFLA_IFNAME => name = Some(String::from_utf8_lossy(p.split(|&b| b == 0).next()?).into_owned()),
+            IFLA_ADDRESS if p.len() == 6 => mac = p.try_into().ok(),
+            _ => {}
+        }
+    }
+    Some((ifindex, name, mac))
+}
+
+/// A NETLINK_ROUTE socket.
+struct Netlink {
+    fd: OwnedFd,
+    seq: u32,
+}
+
+impl Netlink {
+    fn open(groups: u32) -> io::Result<Netlink> {
+        // SAFETY: plain socket(2); the fd is owned right away.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: raw is a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: zeroed sockaddr_nl is valid; fields set below.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        addr.nl_groups = groups;
+        // SAFETY: addr is a live sockaddr_nl of the size passed.
+        let r = unsafe {
+            libc::bind(
+                raw,
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Netlink { fd, seq: 1 })
+    }
+
+    /// Sends a dump request and calls `each(type, body)` per answer.
+    fn dump(&mut self, kind: u16, family: u8, header_len: usize, mut each: impl FnMut(u16, &[u8])) -> io::Result<()> {
+        self.seq += 1;
+        let mut req = vec![0u8; NLMSG_HDRLEN + header_len];
+        let len = req.len() as u32;
+        req[0..4].copy_from_slice(&len.to_ne_bytes());
+        req[4..6].copy_from_slice(&kind.to_ne_bytes());
+        req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        req[8..12].copy_from_slice(&self.seq.to_ne_bytes());
+        req[NLMSG_HDRLEN] = family;
+        // SAFETY: req is a live buffer of the length passed.
+        let r = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            // SAFETY: buf is a live, writable buffer of the length passed.
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut msgs = &buf[..n as usize];
+            while msgs.len() >= NLMSG_HDRLEN {
+                let len = u32::from_ne_bytes(msgs[0..4].try_into().expect("4 bytes")) as usize;
+                let kind = u16::from_ne_bytes([msgs[4], msgs[5]]);
+                if len < NLMSG_HDRLEN || len > msgs.len() {
+                    break;
+                }
+                match kind {
+                    NLMSG_DONE => return Ok(()),
+                    NLMSG_ERROR => {
+                        let errno = i32::from_ne_bytes(msgs[16..20].try_into().expect("4 bytes"));
+                        if errno != 0 {
+                            return Err(io::Error::from_raw_os_error(-errno));
+                        }
+                        return Ok(());
+                    }
+                    _ => each(kind, &msgs[NLMSG_HDRLEN..len]),
+                }
+                msgs = &msgs[len.next_multiple_of(4).min(msgs.len())..];
+            }
+        }
+    }
+}
+
+/// Reads a complete snapshot from the kernel.
+pub fn snapshot() -> io::Result<Fib> {
+    let mut nl = Netlink::open(0)?;
+    let mut fib = Fib::default();
+    nl.dump(RTM_GETLINK, libc::AF_UNSPEC as u8, 16, |kind, body| {
+        if kind == RTM_NEWLINK {
+            if let Some((i, name, mac)) = parse_link(body) {
+                if let Some(n) = name {
+                    fib.link_names.insert(i, n);
+                }
+                if let Some(m) = mac {
+                    fib.link_macs.insert(i, m);
+                }
+            }
+        }
+    })?;
+    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        nl.dump(RTM_GETROUTE, family, 12, |kind, body| {
+            if kind == RTM_NEWROUTE {
+                fib.routes.extend(parse_route(body));
+            }
+        })?;
+        nl.dump(RTM_GETNEIGH, family, 12, |kind, body| {
+            if kind == RTM_NEWNEIGH {
+                if let Some((k, mac)) = parse_neighbour(body) {
+                    fib.neighbours.insert(k, mac);
+                }
+            }
+        })?;
+    }
+    Ok(fib)
+}
+
+/// The published snapshot and its generation.
+pub struct FibCell {
+    current: Mutex<Arc<Fib>>,
+    generation: AtomicU64,
+}
+
+impl FibCell {
+    /// A cell holding a first snapshot.
+    pub fn new(fib: Fib) -> Arc<FibCell> {
+        Arc::new(FibCell {
+            current: Mutex::new(Arc::new(fib)),
+            generation: AtomicU64::new(1),
+        })
+    }
+
+    fn publish(&self, fib: Fib) {
+        *self.current.lock().expect("never poisoned: no panics while held") = Arc::new(fib);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// A reader for one worker.
+    pub fn reader(self: &Arc<Self>) -> FibReader {
+        FibReader {
+            cell: Arc::clone(self),
+            fib: self.current.lock().expect("never poisoned").clone(),
+            generation: self.generation.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// A worker's view: refreshed by [`FibReader::refresh`] once per batch,
+/// which takes the lock only when the generation moved.
+pub struct FibReader {
+    cell: Arc<FibCell>,
+    fib: Arc<Fib>,
+    generation: u64,
+}
+
+impl FibReader {
+    /// Picks up a newer snapshot if there is one.
+    #[inline]
+    pub fn refresh(&mut self) {
+        let g = self.cell.generation.load(Ordering::Acquire);
+        if g != self.generation {
+            self.fib = self.cell.current.lock().expect("never poisoned").clone();
+            self.generation = g;
+        }
+    }
+
+    /// The current snapshot.
+    #[inline]
+    pub fn fib(&self) -> &Fib {
+        &self.fib
+    }
+}
+
+/// Multicast groups: links, neighbours, IPv4/IPv6 routes and addresses.
+const MONITOR_GROUPS: u32 = 0x1 | 0x4 | 0x10 | 0x40 | 0x100 | 0x400;
+
+/// Watches the kernel and republishes a snapshot after each change
+/// (changes within 20 ms are taken together). Runs until `stop`.
+pub fn monitor(cell: Arc<FibCell>, stop: Arc<AtomicBool>) -> io::Result<()> {
+    let nl = Netlink::open(MONITOR_GROUPS)?;
+    let mut buf = vec![0u8; 1 << 16];
+    while !stop.load(Ordering::Relaxed) {
+        let mut pfd = libc::pollfd {
+            fd: nl.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 200) };
+        if ready <= 0 {
+            continue;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        // Drain everything queued; the content does not matter, a fresh
+        // dump follows. ENOBUFS (overrun) is handled the same way.
+        loop {
+            // SAFETY: buf is live and writable for its length.
+            let n = unsafe {
+                libc::recv(nl.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+            };
+            if n <= 0 {
+                break;
+            }
+        }
+        match snapshot() {
+            Ok(fib) => cell.publish(fib),
+            Err(e) => tracing::warn!("rtnetlink dump failed, keeping the previous next hops: {e}"),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
+        let mut a = Vec::new();
+        a.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
+        a.extend_from_slice(&kind.to_ne_bytes());
+        a.extend_from_slice(payload);
+        while a.len() % 4 != 0 {
+            a.push(0);
+        }
+        a
+    }
+
+    fn route(family: i32, len: u8, kind: u8, dst: &[u8], gw: Option<&[u8]>, oif: u32) -> Vec<u8> {
+        let mut b = vec![family as u8, len, 0, 0, TABLE_MAIN as u8, 3, 0, kind, 0, 0, 0, 0];
+        b.extend(attr(RTA_DST, dst));
+        if let Some(g) = gw {
+            b.extend(attr(RTA_GATEWAY, g));
+        }
+        b.extend(attr(RTA_OIF, &oif.to_ne_bytes()));
+        b
+    }
+
+    fn neigh(family: i32, ifindex: i32, state: u16, dst: &[u8], mac: Mac) -> Vec<u8> {
+        let mut b = vec![family as u8, 0, 0, 0];
+        b.extend_from_slice(&ifindex.to_ne_bytes());
+        b.extend_from_slice(&state.to_ne_bytes());
+        b.extend_from_slice(&[0, 1]);
+        b.extend(attr(NDA_DST, dst));
+        b.extend(attr(NDA_LLADDR, &mac));
+        b
+    }
+
+    #[test]
+    fn longest_prefix_then_neighbour() {
+        let mut fib = Fib::default();
+        fib.routes.extend(parse_route(&route(libc::AF_INET, 16, RTN_UNICAST, &[10, 96, 0, 0], None, 3)));
+        fib.routes.extend(parse_route(&route(libc::AF_INET, 0, RTN_UNICAST, &[0, 0, 0, 0], Some(&[192, 0, 2, 1]), 2)));
+        fib.routes.extend(parse_route(&route(libc::AF_INET, 24, RTN_BLACKHOLE, &[10, 96, 9, 0], None, 0)));
+        fib.link_macs.insert(3, [2, 0, 0, 0, 0, 3]);
+        fib.link_macs.insert(2, [2, 0, 0, 0, 0, 2]);
+        let (k, mac) = parse_neighbour(&neigh(libc::AF_INET, 3, 0x02, &[10, 96, 1, 100], [2, 1, 1, 1, 1, 1])).unwrap();
+        fib.neighbours.insert(k, mac);
+        assert!(parse_neighbour(&neigh(libc::AF_INET, 3, NUD_FAILED, &[10, 96, 1, 101], [0; 6])).is_none());
+
+        assert_eq!(
+            fib.lookup_v4("10.96.1.100".parse().unwrap()),
+            NextHop::Direct { ifindex: 3, src_mac: [2, 0, 0, 0, 0, 3], dst_mac: [2, 1, 1, 1, 1, 1] }
+        );
+        assert_eq!(fib.lookup_v4("10.96.1.101".parse().unwrap()), NextHop::Unresolved { ifindex: 3 });
+        // Off-link: the gateway's neighbour entry is what matters.
+        assert_eq!(fib.lookup_v4("8.8.8.8".parse().unwrap()), NextHop::Unresolved { ifindex: 2 });
+        assert_eq!(fib.lookup_v4("10.96.9.1".parse().unwrap()), NextHop::Unreachable);
+        assert_eq!(fib.lookup_v6("2001:db8::1".parse().unwrap()), NextHop::Unreachable);
+    }
+
+    #[test]
+    fn local_table_wins() {
+        let mut fib = Fib::default();
+        let mut local = route(libc::AF_INET6, 128, RTN_LOCAL, &"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets(), None, 1);
+        local[4] = TABLE_LOCAL as u8;
+        fib.routes.extend(parse_route(&local));
+        fib.routes.extend(parse_route(&route(libc::AF_INET6, 64, RTN_UNICAST, &[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], None, 4)));
+        assert_eq!(fib.lookup_v6("2001:db8::1".parse().unwrap()), NextHop::Local);
+        assert_eq!(fib.lookup_v6("2001:db8::2".parse().unwrap()), NextHop::Unresolved { ifindex: 4 });
+    }
+
+    #[test]
+    fn malformed_attributes_do_not_panic() {
+        for bytes in [&[][..], &[1, 2, 3], &[255, 255, 0, 0, 9], &[0, 0, 0, 0]] {
+            let _ = attrs(bytes).count();
+            let _ = parse_route(bytes);
+            let _ = parse_neighbour(bytes);
+            let _ = parse_link(bytes);
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The XDP steering program under BPF_PROG_TEST_RUN: each kind of packet
+//! gets the right action and bumps exactly its counter. Needs root (BPF),
+//! no network.
+
+use aya::programs::{TestRun, TestRunOptions};
+use br_daemon::dataplane::xdp::Steering;
+use br_daemon::relay::{Domain, DomainSpec};
+
+fn domains() -> Vec<Domain> {
+    let spec = DomainSpec::new(
+        "vpc",
+        "2001:db8:0:f096::/64".parse().unwrap(),
+        0,
+        "10.255.255.222".parse().unwrap(),
+    );
+    vec![Domain::new(&spec).unwrap().0]
+}
+
+fn eth(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn ipv4(dst: [u8; 4], proto: u8, frag: u16, payload: &[u8]) -> Vec<u8> {
+    let mut h = vec![0x45, 0];
+    h.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+    h.extend_from_slice(&[0, 1]);
+    h.extend_from_slice(&frag.to_be_bytes());
+    h.extend_from_slice(&[64, proto, 0, 0, 10, 96, 1, 100]);
+    h.extend_from_slice(&dst);
+    h.extend_from_slice(payload);
+    h
+}
+
+fn ipv6(dst: &str) -> Vec<u8> {
+    let mut h = vec![0x60, 0, 0, 0, 0, 8, 59, 64];
+    h.extend_from_slice(&"2001:db8:0:100::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+    h.extend_from_slice(&dst.parse::<std::net::Ipv6Addr>().unwrap().octets());
+    h.extend_from_slice(&[0; 8]);
+    h
+}
+
+const XDP_PASS: u32 = 2;
+const BR: [u8; 4] = [10, 255, 255, 222];
+
+#[test]
+fn every_packet_kind_gets_its_action_and_counter() {
+    let steering = Steering::load(&domains()).expect("load the XDP program (root needed)");
+    let icmp_error_about_41 = {
+        let mut icmp = vec![3, 1, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&ipv4([10, 96, 1, 100], 41, 0, &[0; 8]));
+        icmp
+    };
+    let icmp_echo = {
+        let mut icmp = vec![8, 0, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&[0; 28]);
+        icmp
+    };
+    let cases: Vec<(&str, Vec<u8>, u32)> = vec![
+        ("IPv6 to a CE", eth(0x86dd, &ipv6("2001:db8:0:f096:a60:164::1")), br_ebpf::STAT_PASS_NO_SOCKET),
+        ("IPv6 elsewhere", eth(0x86dd, &ipv6("2001:db8:0:100::2")), br_ebpf::STAT_PASS_IPV6_OTHER),
+        ("IPv6 neighbour solicitation", eth(0x86dd, &ipv6("ff02::1:ff00:1")), br_ebpf::STAT_PASS_IPV6_OTHER),
+        ("protocol 41 to the BR", eth(0x0800, &ipv4(BR, 41, 0, &[0; 40])), br_ebpf::STAT_PASS_NO_SOCKET),
+        ("protocol 41 elsewhere", eth(0x0800, &ipv4([10, 0, 0, 9], 41, 0, &[0; 40])), br_ebpf::STAT_PASS_IPV4_OTHER),
+        ("first fragment", eth(0x0800, &ipv4(BR, 41, 0x2000, &[0; 40])), br_ebpf::STAT_PASS_IPV4_FRAGMENT),
+        ("later fragment", eth(0x0800, &ipv4(BR, 41, 0x00b9, &[0; 40])), br_ebpf::STAT_PASS_IPV4_FRAGMENT),
+        ("ICMP error quoting 41", eth(0x0800, &ipv4(BR, 1, 0, &icmp_error_about_41)), br_ebpf::STAT_PASS_NO_SOCKET),
+        ("ping to the BR", eth(0x0800, &ipv4(BR, 1, 0, &icmp_echo)), br_ebpf::STAT_PASS_BR_NOT_6RD),
+        ("TCP to the BR", eth(0x0800, &ipv4(BR, 6, 0, &[0; 20])), br_ebpf::STAT_PASS_BR_NOT_6RD),
+        ("ARP", eth(0x0806, &[0; 28]), br_ebpf::STAT_PASS_NOT_IP),
+        ("truncated IPv6", eth(0x86dd, &[0x60; 20]), br_ebpf::STAT_PASS_TRUNCATED),
+        ("truncated IPv4", eth(0x0800, &[0x45; 12]), br_ebpf::STAT_PASS_TRUNCATED),
+    ];
+    for (what, frame, stat) in cases {
+        let before = steering.stats();
+        let mut out = vec![0u8; frame.len() + 64];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(&frame);
+        opts.data_out = Some(&mut out);
+        let result = steering.program().test_run(opts).expect(what);
+        assert_eq!(result.return_value, XDP_PASS, "{what}");
+        let after = steering.stats();
+        for (i, (a, b)) in after.iter().zip(&before).enumerate() {
+            let want = u64::from(i as u32 == stat);
+            assert_eq!(a - b, want, "{what}: counter {}", br_ebpf::STAT_NAMES[i].0);
+        }
+    }
+}
