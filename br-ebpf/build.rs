@@ -31,21 +31,46 @@ fn main() {
         if let Some(rest) = line.strip_prefix("#define MAX_") {
             let mut parts = rest.split_whitespace();
             let (name, value) = (parts.next().unwrap(), parts.next().unwrap());
-            writeln!(abi, "/// `MAX_{name}` of steer_abi.h.\npub const MAX_{name}: u32 = {value};").unwrap();
+            writeln!(
+                abi,
+                "/// `MAX_{name}` of steer_abi.h.\npub const MAX_{name}: u32 = {value};"
+            )
+            .unwrap();
         }
         if let Some(rest) = line.strip_prefix("STAT_") {
             let (name, rest) = rest.split_once('=').unwrap();
             let (value, comment) = rest.split_once(',').unwrap();
             let name = name.trim();
-            let comment = comment.trim().trim_start_matches("/*").trim_end_matches("*/").trim();
-            writeln!(abi, "/// {comment}\npub const STAT_{name}: u32 = {};", value.trim()).unwrap();
+            let comment = comment
+                .trim()
+                .trim_start_matches("/*")
+                .trim_end_matches("*/")
+                .trim();
+            writeln!(
+                abi,
+                "/// {comment}\npub const STAT_{name}: u32 = {};",
+                value.trim()
+            )
+            .unwrap();
             if name != "COUNT" {
-                stats.push((name.to_ascii_lowercase().replace('_', "-"), comment.to_string()));
+                stats.push((
+                    name.to_ascii_lowercase().replace('_', "-"),
+                    comment.to_string(),
+                ));
             }
         }
     }
-    writeln!(abi, "/// Counter names (kebab-case) and meanings, by index.").unwrap();
-    writeln!(abi, "pub const STAT_NAMES: [(&str, &str); {}] = [", stats.len()).unwrap();
+    writeln!(
+        abi,
+        "/// Counter names (kebab-case) and meanings, by index."
+    )
+    .unwrap();
+    writeln!(
+        abi,
+        "pub const STAT_NAMES: [(&str, &str); {}] = [",
+        stats.len()
+    )
+    .unwrap();
     for (name, comment) in &stats {
         writeln!(abi, "    ({name:?}, {comment:?}),").unwrap();
     }

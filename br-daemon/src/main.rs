@@ -216,9 +216,13 @@ fn run(command: Command) -> Result<ExitCode> {
 }
 
 fn br_daemon_run(config: &std::path::Path) -> Result<ExitCode> {
-    let config = Config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    bail!(
-        "the data plane is not built yet; {} domain(s) validated",
-        config.domains.len()
-    )
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    br_daemon::dataplane::daemon::run(config)?;
+    Ok(ExitCode::SUCCESS)
 }

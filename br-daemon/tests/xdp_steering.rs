@@ -36,7 +36,12 @@ fn ipv4(dst: [u8; 4], proto: u8, frag: u16, payload: &[u8]) -> Vec<u8> {
 
 fn ipv6(dst: &str) -> Vec<u8> {
     let mut h = vec![0x60, 0, 0, 0, 0, 8, 59, 64];
-    h.extend_from_slice(&"2001:db8:0:100::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+    h.extend_from_slice(
+        &"2001:db8:0:100::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
     h.extend_from_slice(&dst.parse::<std::net::Ipv6Addr>().unwrap().octets());
     h.extend_from_slice(&[0; 8]);
     h
@@ -59,19 +64,67 @@ fn every_packet_kind_gets_its_action_and_counter() {
         icmp
     };
     let cases: Vec<(&str, Vec<u8>, u32)> = vec![
-        ("IPv6 to a CE", eth(0x86dd, &ipv6("2001:db8:0:f096:a60:164::1")), br_ebpf::STAT_PASS_NO_SOCKET),
-        ("IPv6 elsewhere", eth(0x86dd, &ipv6("2001:db8:0:100::2")), br_ebpf::STAT_PASS_IPV6_OTHER),
-        ("IPv6 neighbour solicitation", eth(0x86dd, &ipv6("ff02::1:ff00:1")), br_ebpf::STAT_PASS_IPV6_OTHER),
-        ("protocol 41 to the BR", eth(0x0800, &ipv4(BR, 41, 0, &[0; 40])), br_ebpf::STAT_PASS_NO_SOCKET),
-        ("protocol 41 elsewhere", eth(0x0800, &ipv4([10, 0, 0, 9], 41, 0, &[0; 40])), br_ebpf::STAT_PASS_IPV4_OTHER),
-        ("first fragment", eth(0x0800, &ipv4(BR, 41, 0x2000, &[0; 40])), br_ebpf::STAT_PASS_IPV4_FRAGMENT),
-        ("later fragment", eth(0x0800, &ipv4(BR, 41, 0x00b9, &[0; 40])), br_ebpf::STAT_PASS_IPV4_FRAGMENT),
-        ("ICMP error quoting 41", eth(0x0800, &ipv4(BR, 1, 0, &icmp_error_about_41)), br_ebpf::STAT_PASS_NO_SOCKET),
-        ("ping to the BR", eth(0x0800, &ipv4(BR, 1, 0, &icmp_echo)), br_ebpf::STAT_PASS_BR_NOT_6RD),
-        ("TCP to the BR", eth(0x0800, &ipv4(BR, 6, 0, &[0; 20])), br_ebpf::STAT_PASS_BR_NOT_6RD),
+        (
+            "IPv6 to a CE",
+            eth(0x86dd, &ipv6("2001:db8:0:f096:a60:164::1")),
+            br_ebpf::STAT_PASS_NO_SOCKET,
+        ),
+        (
+            "IPv6 elsewhere",
+            eth(0x86dd, &ipv6("2001:db8:0:100::2")),
+            br_ebpf::STAT_PASS_IPV6_OTHER,
+        ),
+        (
+            "IPv6 neighbour solicitation",
+            eth(0x86dd, &ipv6("ff02::1:ff00:1")),
+            br_ebpf::STAT_PASS_IPV6_OTHER,
+        ),
+        (
+            "protocol 41 to the BR",
+            eth(0x0800, &ipv4(BR, 41, 0, &[0; 40])),
+            br_ebpf::STAT_PASS_NO_SOCKET,
+        ),
+        (
+            "protocol 41 elsewhere",
+            eth(0x0800, &ipv4([10, 0, 0, 9], 41, 0, &[0; 40])),
+            br_ebpf::STAT_PASS_IPV4_OTHER,
+        ),
+        (
+            "first fragment",
+            eth(0x0800, &ipv4(BR, 41, 0x2000, &[0; 40])),
+            br_ebpf::STAT_PASS_IPV4_FRAGMENT,
+        ),
+        (
+            "later fragment",
+            eth(0x0800, &ipv4(BR, 41, 0x00b9, &[0; 40])),
+            br_ebpf::STAT_PASS_IPV4_FRAGMENT,
+        ),
+        (
+            "ICMP error quoting 41",
+            eth(0x0800, &ipv4(BR, 1, 0, &icmp_error_about_41)),
+            br_ebpf::STAT_PASS_NO_SOCKET,
+        ),
+        (
+            "ping to the BR",
+            eth(0x0800, &ipv4(BR, 1, 0, &icmp_echo)),
+            br_ebpf::STAT_PASS_BR_NOT_6RD,
+        ),
+        (
+            "TCP to the BR",
+            eth(0x0800, &ipv4(BR, 6, 0, &[0; 20])),
+            br_ebpf::STAT_PASS_BR_NOT_6RD,
+        ),
         ("ARP", eth(0x0806, &[0; 28]), br_ebpf::STAT_PASS_NOT_IP),
-        ("truncated IPv6", eth(0x86dd, &[0x60; 20]), br_ebpf::STAT_PASS_TRUNCATED),
-        ("truncated IPv4", eth(0x0800, &[0x45; 12]), br_ebpf::STAT_PASS_TRUNCATED),
+        (
+            "truncated IPv6",
+            eth(0x86dd, &[0x60; 20]),
+            br_ebpf::STAT_PASS_TRUNCATED,
+        ),
+        (
+            "truncated IPv4",
+            eth(0x0800, &[0x45; 12]),
+            br_ebpf::STAT_PASS_TRUNCATED,
+        ),
     ];
     for (what, frame, stat) in cases {
         let before = steering.stats();

@@ -7,8 +7,10 @@ include!(concat!(env!("OUT_DIR"), "/abi.rs"));
 
 /// Name of the XDP program in the object.
 pub const PROGRAM: &str = "br_steer";
-/// XSKMAP: receive queue index → AF_XDP socket.
+/// XSKMAP: `slot * MAX_QUEUES + receive queue` → AF_XDP socket.
 pub const MAP_XSKS: &str = "xsks";
+/// HASH: attached interface index → slot.
+pub const MAP_IF_SLOTS: &str = "if_slots";
 /// HASH: BR IPv4 address (network order) → 1.
 pub const MAP_BR_ADDRS: &str = "br_addrs";
 /// LPM_TRIE: 6rd prefix → domain index.

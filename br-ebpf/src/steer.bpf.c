@@ -18,12 +18,21 @@
 
 #include "steer_abi.h"
 
+/* AF_XDP sockets by slot * MAX_QUEUES + receive queue. */
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
-	__uint(max_entries, MAX_QUEUES);
+	__uint(max_entries, MAX_INTERFACES * MAX_QUEUES);
 	__type(key, __u32);
 	__type(value, __u32);
 } xsks SEC(".maps");
+
+/* Attached interfaces: ifindex -> slot (0..MAX_INTERFACES). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_INTERFACES);
+	__type(key, __u32);
+	__type(value, __u32);
+} if_slots SEC(".maps");
 
 /* BR IPv4 addresses, network byte order. */
 struct {
@@ -64,8 +73,16 @@ static __always_inline int count(__u32 stat, int action)
 
 static __always_inline int steer(struct xdp_md *ctx, __u32 stat)
 {
+	__u32 ifindex = ctx->ingress_ifindex;
+	__u32 *slot = bpf_map_lookup_elem(&if_slots, &ifindex);
+	__u32 key;
+	int action;
+
+	if (!slot || ctx->rx_queue_index >= MAX_QUEUES)
+		return count(STAT_PASS_NO_SOCKET, XDP_PASS);
+	key = *slot * MAX_QUEUES + ctx->rx_queue_index;
 	/* The low bits of the flags are the action when the slot is empty. */
-	int action = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+	action = bpf_redirect_map(&xsks, key, XDP_PASS);
 
 	return count(action == XDP_REDIRECT ? stat : STAT_PASS_NO_SOCKET, action);
 }

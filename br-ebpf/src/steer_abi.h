@@ -5,6 +5,7 @@
 #define STEER_ABI_H
 
 #define MAX_QUEUES 64
+#define MAX_INTERFACES 8
 #define MAX_BR_ADDRS 64
 #define MAX_PREFIXES 64
 

@@ -1,7 +1,7 @@
 //! Next hops from the kernel: a snapshot of its routes, neighbours and
 //! links read over rtnetlink (RFC 3549; `man 7 rtnetlink`), rebuilt when
-//! the kernel announces a change, and published to the workers without a
-//! lock on the packet path (they check a generation number per batch).
+//! the kernel announces a change, and published to the workers through
+//! [`Published`] (no lock on the packet path).
 //!
 //! The forwarder never keeps static MACs: a destination whose neighbour
 //! the kernel has not resolved goes through the kernel (slow path), which
@@ -11,9 +11,11 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::publish::Published;
 
 /// A MAC address.
 pub type Mac = [u8; 6];
@@ -43,7 +45,11 @@ struct Route {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NextHop {
     /// Out of `ifindex` to `dst_mac`.
-    Direct { ifindex: u32, src_mac: Mac, dst_mac: Mac },
+    Direct {
+        ifindex: u32,
+        src_mac: Mac,
+        dst_mac: Mac,
+    },
     /// A route exists but the neighbour is not (yet) known: let the kernel resolve it.
     Unresolved { ifindex: u32 },
     /// One of the host's own addresses.
@@ -75,7 +81,9 @@ impl Fib {
             let best = self
                 .routes
                 .iter()
-                .filter(|r| r.width == width && r.table == table && prefix_match(bits, r.dst, r.len, width))
+                .filter(|r| {
+                    r.width == width && r.table == table && prefix_match(bits, r.dst, r.len, width)
+                })
                 .min_by_key(|r| (std::cmp::Reverse(r.len), r.priority));
             let Some(route) = best else { continue };
             return match route.kind {
@@ -112,7 +120,39 @@ impl Fib {
 
     /// Interface index of a name.
     pub fn ifindex(&self, name: &str) -> Option<u32> {
-        self.link_names.iter().find(|(_, n)| *n == name).map(|(i, _)| *i)
+        self.link_names
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(i, _)| *i)
+    }
+
+    /// Adds a link (tests and tools; the daemon reads links from the kernel).
+    pub fn add_link(&mut self, ifindex: u32, name: &str, mac: Mac) {
+        self.link_names.insert(ifindex, name.to_string());
+        self.link_macs.insert(ifindex, mac);
+    }
+
+    /// Adds a unicast route in the main table.
+    pub fn add_route(&mut self, dst: ipnet::IpNet, oif: u32, gateway: Option<IpAddr>) {
+        let (bits, width) = match dst.network() {
+            IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
+            IpAddr::V6(a) => (u128::from(a), 128),
+        };
+        self.routes.push(Route {
+            dst: bits,
+            len: dst.prefix_len(),
+            width,
+            kind: RouteKind::Unicast,
+            gateway,
+            oif,
+            table: TABLE_MAIN,
+            priority: 0,
+        });
+    }
+
+    /// Adds a resolved neighbour.
+    pub fn add_neighbour(&mut self, ifindex: u32, addr: IpAddr, mac: Mac) {
+        self.neighbours.insert((ifindex, addr), mac);
     }
 
     /// Number of routes and neighbours, for logs.
@@ -286,7 +326,9 @@ fn parse_link(body: &[u8]) -> Option<(u32, Option<String>, Option<Mac>)> {
     let mut mac = None;
     for (t, p) in attrs(&body[16..]) {
         match t {
-            IFLA_IFNAME => name = Some(String::from_utf8_lossy(p.split(|&b| b == 0).next()?).into_owned()),
+            IFLA_IFNAME => {
+                name = Some(String::from_utf8_lossy(p.split(|&b| b == 0).next()?).into_owned())
+            }
             IFLA_ADDRESS if p.len() == 6 => mac = p.try_into().ok(),
             _ => {}
         }
@@ -334,7 +376,13 @@ impl Netlink {
     }
 
     /// Sends a dump request and calls `each(type, body)` per answer.
-    fn dump(&mut self, kind: u16, family: u8, header_len: usize, mut each: impl FnMut(u16, &[u8])) -> io::Result<()> {
+    fn dump(
+        &mut self,
+        kind: u16,
+        family: u8,
+        header_len: usize,
+        mut each: impl FnMut(u16, &[u8]),
+    ) -> io::Result<()> {
         self.seq += 1;
         let mut req = vec![0u8; NLMSG_HDRLEN + header_len];
         let len = req.len() as u32;
@@ -351,7 +399,8 @@ impl Netlink {
         let mut buf = vec![0u8; 1 << 16];
         loop {
             // SAFETY: buf is a live, writable buffer of the length passed.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -412,68 +461,12 @@ pub fn snapshot() -> io::Result<Fib> {
     Ok(fib)
 }
 
-/// The published snapshot and its generation.
-pub struct FibCell {
-    current: Mutex<Arc<Fib>>,
-    generation: AtomicU64,
-}
-
-impl FibCell {
-    /// A cell holding a first snapshot.
-    pub fn new(fib: Fib) -> Arc<FibCell> {
-        Arc::new(FibCell {
-            current: Mutex::new(Arc::new(fib)),
-            generation: AtomicU64::new(1),
-        })
-    }
-
-    fn publish(&self, fib: Fib) {
-        *self.current.lock().expect("never poisoned: no panics while held") = Arc::new(fib);
-        self.generation.fetch_add(1, Ordering::Release);
-    }
-
-    /// A reader for one worker.
-    pub fn reader(self: &Arc<Self>) -> FibReader {
-        FibReader {
-            cell: Arc::clone(self),
-            fib: self.current.lock().expect("never poisoned").clone(),
-            generation: self.generation.load(Ordering::Acquire),
-        }
-    }
-}
-
-/// A worker's view: refreshed by [`FibReader::refresh`] once per batch,
-/// which takes the lock only when the generation moved.
-pub struct FibReader {
-    cell: Arc<FibCell>,
-    fib: Arc<Fib>,
-    generation: u64,
-}
-
-impl FibReader {
-    /// Picks up a newer snapshot if there is one.
-    #[inline]
-    pub fn refresh(&mut self) {
-        let g = self.cell.generation.load(Ordering::Acquire);
-        if g != self.generation {
-            self.fib = self.cell.current.lock().expect("never poisoned").clone();
-            self.generation = g;
-        }
-    }
-
-    /// The current snapshot.
-    #[inline]
-    pub fn fib(&self) -> &Fib {
-        &self.fib
-    }
-}
-
 /// Multicast groups: links, neighbours, IPv4/IPv6 routes and addresses.
 const MONITOR_GROUPS: u32 = 0x1 | 0x4 | 0x10 | 0x40 | 0x100 | 0x400;
 
 /// Watches the kernel and republishes a snapshot after each change
 /// (changes within 20 ms are taken together). Runs until `stop`.
-pub fn monitor(cell: Arc<FibCell>, stop: Arc<AtomicBool>) -> io::Result<()> {
+pub fn monitor(cell: Arc<Published<Fib>>, stop: Arc<AtomicBool>) -> io::Result<()> {
     let nl = Netlink::open(MONITOR_GROUPS)?;
     let mut buf = vec![0u8; 1 << 16];
     while !stop.load(Ordering::Relaxed) {
@@ -493,7 +486,12 @@ pub fn monitor(cell: Arc<FibCell>, stop: Arc<AtomicBool>) -> io::Result<()> {
         loop {
             // SAFETY: buf is live and writable for its length.
             let n = unsafe {
-                libc::recv(nl.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+                libc::recv(
+                    nl.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
             };
             if n <= 0 {
                 break;
@@ -523,7 +521,20 @@ mod tests {
     }
 
     fn route(family: i32, len: u8, kind: u8, dst: &[u8], gw: Option<&[u8]>, oif: u32) -> Vec<u8> {
-        let mut b = vec![family as u8, len, 0, 0, TABLE_MAIN as u8, 3, 0, kind, 0, 0, 0, 0];
+        let mut b = vec![
+            family as u8,
+            len,
+            0,
+            0,
+            TABLE_MAIN as u8,
+            3,
+            0,
+            kind,
+            0,
+            0,
+            0,
+            0,
+        ];
         b.extend(attr(RTA_DST, dst));
         if let Some(g) = gw {
             b.extend(attr(RTA_GATEWAY, g));
@@ -545,35 +556,106 @@ mod tests {
     #[test]
     fn longest_prefix_then_neighbour() {
         let mut fib = Fib::default();
-        fib.routes.extend(parse_route(&route(libc::AF_INET, 16, RTN_UNICAST, &[10, 96, 0, 0], None, 3)));
-        fib.routes.extend(parse_route(&route(libc::AF_INET, 0, RTN_UNICAST, &[0, 0, 0, 0], Some(&[192, 0, 2, 1]), 2)));
-        fib.routes.extend(parse_route(&route(libc::AF_INET, 24, RTN_BLACKHOLE, &[10, 96, 9, 0], None, 0)));
+        fib.routes.extend(parse_route(&route(
+            libc::AF_INET,
+            16,
+            RTN_UNICAST,
+            &[10, 96, 0, 0],
+            None,
+            3,
+        )));
+        fib.routes.extend(parse_route(&route(
+            libc::AF_INET,
+            0,
+            RTN_UNICAST,
+            &[0, 0, 0, 0],
+            Some(&[192, 0, 2, 1]),
+            2,
+        )));
+        fib.routes.extend(parse_route(&route(
+            libc::AF_INET,
+            24,
+            RTN_BLACKHOLE,
+            &[10, 96, 9, 0],
+            None,
+            0,
+        )));
         fib.link_macs.insert(3, [2, 0, 0, 0, 0, 3]);
         fib.link_macs.insert(2, [2, 0, 0, 0, 0, 2]);
-        let (k, mac) = parse_neighbour(&neigh(libc::AF_INET, 3, 0x02, &[10, 96, 1, 100], [2, 1, 1, 1, 1, 1])).unwrap();
+        let (k, mac) = parse_neighbour(&neigh(
+            libc::AF_INET,
+            3,
+            0x02,
+            &[10, 96, 1, 100],
+            [2, 1, 1, 1, 1, 1],
+        ))
+        .unwrap();
         fib.neighbours.insert(k, mac);
-        assert!(parse_neighbour(&neigh(libc::AF_INET, 3, NUD_FAILED, &[10, 96, 1, 101], [0; 6])).is_none());
+        assert!(parse_neighbour(&neigh(
+            libc::AF_INET,
+            3,
+            NUD_FAILED,
+            &[10, 96, 1, 101],
+            [0; 6]
+        ))
+        .is_none());
 
         assert_eq!(
             fib.lookup_v4("10.96.1.100".parse().unwrap()),
-            NextHop::Direct { ifindex: 3, src_mac: [2, 0, 0, 0, 0, 3], dst_mac: [2, 1, 1, 1, 1, 1] }
+            NextHop::Direct {
+                ifindex: 3,
+                src_mac: [2, 0, 0, 0, 0, 3],
+                dst_mac: [2, 1, 1, 1, 1, 1]
+            }
         );
-        assert_eq!(fib.lookup_v4("10.96.1.101".parse().unwrap()), NextHop::Unresolved { ifindex: 3 });
+        assert_eq!(
+            fib.lookup_v4("10.96.1.101".parse().unwrap()),
+            NextHop::Unresolved { ifindex: 3 }
+        );
         // Off-link: the gateway's neighbour entry is what matters.
-        assert_eq!(fib.lookup_v4("8.8.8.8".parse().unwrap()), NextHop::Unresolved { ifindex: 2 });
-        assert_eq!(fib.lookup_v4("10.96.9.1".parse().unwrap()), NextHop::Unreachable);
-        assert_eq!(fib.lookup_v6("2001:db8::1".parse().unwrap()), NextHop::Unreachable);
+        assert_eq!(
+            fib.lookup_v4("8.8.8.8".parse().unwrap()),
+            NextHop::Unresolved { ifindex: 2 }
+        );
+        assert_eq!(
+            fib.lookup_v4("10.96.9.1".parse().unwrap()),
+            NextHop::Unreachable
+        );
+        assert_eq!(
+            fib.lookup_v6("2001:db8::1".parse().unwrap()),
+            NextHop::Unreachable
+        );
     }
 
     #[test]
     fn local_table_wins() {
         let mut fib = Fib::default();
-        let mut local = route(libc::AF_INET6, 128, RTN_LOCAL, &"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets(), None, 1);
+        let mut local = route(
+            libc::AF_INET6,
+            128,
+            RTN_LOCAL,
+            &"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets(),
+            None,
+            1,
+        );
         local[4] = TABLE_LOCAL as u8;
         fib.routes.extend(parse_route(&local));
-        fib.routes.extend(parse_route(&route(libc::AF_INET6, 64, RTN_UNICAST, &[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], None, 4)));
-        assert_eq!(fib.lookup_v6("2001:db8::1".parse().unwrap()), NextHop::Local);
-        assert_eq!(fib.lookup_v6("2001:db8::2".parse().unwrap()), NextHop::Unresolved { ifindex: 4 });
+        fib.routes.extend(parse_route(&route(
+            libc::AF_INET6,
+            64,
+            RTN_UNICAST,
+            &[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            None,
+            4,
+        )));
+        assert_eq!(
+            fib.lookup_v6("2001:db8::1".parse().unwrap()),
+            NextHop::Local
+        );
+        assert_eq!(
+            fib.lookup_v6("2001:db8::2".parse().unwrap()),
+            NextHop::Unresolved { ifindex: 4 }
+        );
     }
 
     #[test]

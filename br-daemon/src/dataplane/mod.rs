@@ -1,6 +1,11 @@
 //! The I/O shell around the pure relay: XDP steering, AF_XDP rings, the
 //! kernel's routes and neighbours, the slow path, and the workers.
 
-pub mod xdp;
+pub mod counters;
+pub mod daemon;
 pub mod fib;
+pub mod publish;
+pub mod slowpath;
+pub mod worker;
+pub mod xdp;
 pub mod xsk;

@@ -11,6 +11,7 @@ use std::os::fd::AsRawFd;
 use anyhow::{anyhow, Context, Result};
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap, MapData, PerCpuArray, XskMap};
+use aya::programs::xdp::XdpLinkId;
 use aya::programs::{Xdp, XdpMode};
 use aya::Ebpf;
 
@@ -20,6 +21,7 @@ use crate::relay::Domain;
 /// The loaded program and its maps.
 pub struct Steering {
     ebpf: Ebpf,
+    links: Vec<XdpLinkId>,
     xsks: XskMap<MapData>,
     stats: PerCpuArray<MapData, u64>,
 }
@@ -33,11 +35,18 @@ impl Steering {
                 .program_mut(br_ebpf::PROGRAM)
                 .ok_or_else(|| anyhow!("no program {} in the object", br_ebpf::PROGRAM))?
                 .try_into()?;
-            program.load().context("the kernel refused the XDP program")?;
+            program
+                .load()
+                .context("the kernel refused the XDP program")?;
         }
         let xsks = XskMap::try_from(take(&mut ebpf, br_ebpf::MAP_XSKS)?)?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, br_ebpf::MAP_STATS)?)?;
-        let mut steering = Steering { ebpf, xsks, stats };
+        let mut steering = Steering {
+            ebpf,
+            links: Vec::new(),
+            xsks,
+            stats,
+        };
         steering.set_domains(domains)?;
         Ok(steering)
     }
@@ -50,7 +59,10 @@ impl Steering {
                 .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_BR_ADDRS))?,
         )?;
         let old: Vec<u32> = brs.keys().filter_map(|k| k.ok()).collect();
-        let wanted: Vec<Ipv4Addr> = domains.iter().flat_map(|d| d.br_ipv4_all().to_vec()).collect();
+        let wanted: Vec<Ipv4Addr> = domains
+            .iter()
+            .flat_map(|d| d.br_ipv4_all().to_vec())
+            .collect();
         for k in old {
             if !wanted.iter().any(|a| u32::from(*a).to_be() == k) {
                 brs.remove(&k)?;
@@ -87,22 +99,59 @@ impl Steering {
             ConfigMode::Native => XdpMode::Driver,
             ConfigMode::Generic => XdpMode::Skb,
         };
-        program
+        let link = program
             .attach(interface, mode)
             .with_context(|| format!("attaching XDP ({mode:?} mode) to {interface}"))?;
+        self.links.push(link);
         Ok(())
     }
 
-    /// Points queue `queue`'s slot at an AF_XDP socket.
-    pub fn bind_socket(&mut self, queue: u32, socket: &impl AsRawFd) -> Result<()> {
-        self.xsks
-            .set(queue, socket.as_raw_fd(), 0)
-            .with_context(|| format!("XSKMAP slot {queue}"))
+    /// Detaches from every interface: all their traffic goes to the kernel.
+    pub fn detach_all(&mut self) {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(br_ebpf::PROGRAM)
+            .expect("checked at load")
+            .try_into()
+            .expect("an XDP program");
+        for link in self.links.drain(..) {
+            if let Err(e) = program.detach(link) {
+                tracing::warn!("detaching XDP: {e}");
+            }
+        }
     }
 
-    /// Empties queue `queue`'s slot: its traffic goes to the kernel again.
-    pub fn unbind_socket(&mut self, queue: u32) {
-        let _ = self.xsks.unset(queue);
+    /// Gives interface `ifindex` the socket slot number `slot`.
+    pub fn add_interface(&mut self, ifindex: u32, slot: u32) -> Result<()> {
+        anyhow::ensure!(
+            slot < br_ebpf::MAX_INTERFACES,
+            "at most {} interfaces",
+            br_ebpf::MAX_INTERFACES
+        );
+        let mut slots: HashMap<&mut MapData, u32, u32> = HashMap::try_from(
+            self.ebpf
+                .map_mut(br_ebpf::MAP_IF_SLOTS)
+                .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_IF_SLOTS))?,
+        )?;
+        slots.insert(ifindex, slot, 0)?;
+        Ok(())
+    }
+
+    /// Points (interface slot, queue) at an AF_XDP socket.
+    pub fn bind_socket(&mut self, slot: u32, queue: u32, socket: &impl AsRawFd) -> Result<()> {
+        anyhow::ensure!(
+            queue < br_ebpf::MAX_QUEUES,
+            "at most {} queues",
+            br_ebpf::MAX_QUEUES
+        );
+        self.xsks
+            .set(slot * br_ebpf::MAX_QUEUES + queue, socket.as_raw_fd(), 0)
+            .with_context(|| format!("XSKMAP entry for slot {slot} queue {queue}"))
+    }
+
+    /// Empties an entry: that queue's traffic goes to the kernel again.
+    pub fn unbind_socket(&mut self, slot: u32, queue: u32) {
+        let _ = self.xsks.unset(slot * br_ebpf::MAX_QUEUES + queue);
     }
 
     /// The program's counters, summed over CPUs, by `br_ebpf::STAT_*` index.
@@ -123,5 +172,6 @@ impl Steering {
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
-    ebpf.take_map(name).ok_or_else(|| anyhow!("no map {name} in the XDP object"))
+    ebpf.take_map(name)
+        .ok_or_else(|| anyhow!("no map {name} in the XDP object"))
 }

@@ -105,7 +105,12 @@ struct Ring<T> {
 
 impl<T> Ring<T> {
     /// Maps a ring of `size` entries at `page_offset` of the socket.
-    fn map(fd: RawFd, off: &libc::xdp_ring_offset, size: u32, page_offset: u64) -> io::Result<Ring<T>> {
+    fn map(
+        fd: RawFd,
+        off: &libc::xdp_ring_offset,
+        size: u32,
+        page_offset: u64,
+    ) -> io::Result<Ring<T>> {
         let len = off.desc as usize + size as usize * std::mem::size_of::<T>();
         // SAFETY: a shared mapping of the socket's ring, as af_xdp.rst
         // describes; the result is checked.
@@ -165,7 +170,9 @@ impl<T> Ring<T> {
 
     fn free(&self) -> u32 {
         let size = self.mask + 1;
-        size - self.local.wrapping_sub(self.consumer().load(Ordering::Acquire))
+        size - self
+            .local
+            .wrapping_sub(self.consumer().load(Ordering::Acquire))
     }
 
     fn submit(&mut self, n: u32) {
@@ -176,7 +183,9 @@ impl<T> Ring<T> {
     // Consumer side (rx, completion).
 
     fn available(&self) -> u32 {
-        self.producer().load(Ordering::Acquire).wrapping_sub(self.local)
+        self.producer()
+            .load(Ordering::Acquire)
+            .wrapping_sub(self.local)
     }
 
     fn release(&mut self, n: u32) {
@@ -301,7 +310,8 @@ impl XskSocket {
         }
         // Every (device, queue) has its own fill and completion rings,
         // shared UMEM or not.
-        setsockopt(raw, libc::XDP_UMEM_FILL_RING, &sizes.fill).map_err(|e| context(e, "fill ring"))?;
+        setsockopt(raw, libc::XDP_UMEM_FILL_RING, &sizes.fill)
+            .map_err(|e| context(e, "fill ring"))?;
         setsockopt(raw, libc::XDP_UMEM_COMPLETION_RING, &sizes.comp)
             .map_err(|e| context(e, "completion ring"))?;
         setsockopt(raw, libc::XDP_RX_RING, &sizes.rx).map_err(|e| context(e, "rx ring"))?;
@@ -326,7 +336,12 @@ impl XskSocket {
         let rx = Ring::map(raw, &off.rx, sizes.rx, libc::XDP_PGOFF_RX_RING as u64)?;
         let tx = Ring::map(raw, &off.tx, sizes.tx, libc::XDP_PGOFF_TX_RING as u64)?;
         let fill = Ring::map(raw, &off.fr, sizes.fill, libc::XDP_UMEM_PGOFF_FILL_RING)?;
-        let comp = Ring::map(raw, &off.cr, sizes.comp, libc::XDP_UMEM_PGOFF_COMPLETION_RING)?;
+        let comp = Ring::map(
+            raw,
+            &off.cr,
+            sizes.comp,
+            libc::XDP_UMEM_PGOFF_COMPLETION_RING,
+        )?;
 
         let bind = |flags: u16, shared_fd: u32| {
             let addr = libc::sockaddr_xdp {
@@ -484,35 +499,42 @@ impl XskSocket {
 
     /// Frames queued for TX that the kernel has not consumed yet.
     pub fn tx_pending(&self) -> u32 {
-        self.tx.local.wrapping_sub(self.tx.consumer().load(Ordering::Acquire))
+        self.tx
+            .local
+            .wrapping_sub(self.tx.consumer().load(Ordering::Acquire))
     }
 
     /// The kernel's drop counters for this socket.
     pub fn stats(&self) -> XskStats {
-        // SAFETY: zeroed is valid for this plain struct.
-        let mut s: libc::xdp_statistics = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::xdp_statistics>() as libc::socklen_t;
-        // SAFETY: s and len are live and sized as passed.
-        let r = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_XDP,
-                libc::XDP_STATISTICS,
-                (&mut s as *mut libc::xdp_statistics).cast(),
-                &mut len,
-            )
-        };
-        if r != 0 {
-            return XskStats::default();
-        }
-        XskStats {
-            rx_dropped: s.rx_dropped,
-            rx_invalid_descs: s.rx_invalid_descs,
-            tx_invalid_descs: s.tx_invalid_descs,
-            rx_ring_full: s.rx_ring_full,
-            rx_fill_ring_empty: s.rx_fill_ring_empty_descs,
-            tx_ring_empty: s.tx_ring_empty_descs,
-        }
+        stats_of(self.fd.as_raw_fd())
+    }
+}
+
+/// The kernel's drop counters of an AF_XDP socket (zeros when `fd` is not one).
+pub fn stats_of(fd: RawFd) -> XskStats {
+    // SAFETY: zeroed is valid for this plain struct.
+    let mut s: libc::xdp_statistics = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::xdp_statistics>() as libc::socklen_t;
+    // SAFETY: s and len are live and sized as passed.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_XDP,
+            libc::XDP_STATISTICS,
+            (&mut s as *mut libc::xdp_statistics).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return XskStats::default();
+    }
+    XskStats {
+        rx_dropped: s.rx_dropped,
+        rx_invalid_descs: s.rx_invalid_descs,
+        tx_invalid_descs: s.tx_invalid_descs,
+        rx_ring_full: s.rx_ring_full,
+        rx_fill_ring_empty: s.rx_fill_ring_empty_descs,
+        tx_ring_empty: s.tx_ring_empty_descs,
     }
 }
 

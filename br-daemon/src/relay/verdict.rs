@@ -4,6 +4,8 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+/// An enum whose variants have stable kebab-case names and documented
+/// meanings, for counters.
 macro_rules! named_enum {
     ($(#[$m:meta])* $name:ident { $($(#[doc = $doc:literal])* $variant:ident => $text:literal,)* }) => {
         $(#[$m])*
@@ -39,6 +41,8 @@ macro_rules! named_enum {
         }
     };
 }
+
+pub(crate) use named_enum;
 
 named_enum! {
     /// Why a packet was dropped.
@@ -79,6 +83,14 @@ named_enum! {
         Icmpv4NotRelayable => "icmpv4-not-relayable",
         /// The buffer has no room in front of the packet for the new header.
         NoHeadroom => "no-headroom",
+        /// Forwarder: a frame that is neither IPv4 nor IPv6 reached the forwarder.
+        NotIp => "not-ip",
+        /// Forwarder: the kernel has no route (or a reject route) to the next destination.
+        NoRoute => "no-route",
+        /// Forwarder: the egress AF_XDP TX ring was full.
+        TxRingFull => "tx-ring-full",
+        /// Forwarder: handing the packet to the kernel (raw socket or TUN) failed.
+        KernelSendFailed => "kernel-send-failed",
     }
 }
 

@@ -1,0 +1,234 @@
+//! Counters: one block per thread, written by that thread only (relaxed
+//! load + store, no locked instruction), summed when read. They reconcile:
+//! every packet that enters the forwarder leaves it or is a counted drop.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::relay::verdict::named_enum;
+use crate::relay::{DropReason, Path};
+
+named_enum! {
+    /// Packets in and out of the forwarder.
+    Io {
+        /// Frames taken from the AF_XDP receive rings (the fast path).
+        ReceivedAfxdp => "rx-afxdp",
+        /// Packets read from the TUN interface or the protocol-41 raw socket (the slow path).
+        ReceivedKernel => "rx-kernel",
+        /// Frames sent on an AF_XDP transmit ring.
+        SentAfxdp => "tx-afxdp",
+        /// Packets handed to the kernel to route (raw sockets): unresolved neighbour, or an egress without XDP.
+        SentKernel => "tx-kernel",
+        /// Packets for the host itself, written into the TUN interface.
+        SentHost => "tx-host",
+    }
+}
+
+/// One thread's counters.
+#[repr(align(64))]
+pub struct Counters {
+    io: [AtomicU64; Io::COUNT],
+    paths: [AtomicU64; Path::COUNT],
+    drops: [AtomicU64; DropReason::COUNT],
+}
+
+#[inline]
+fn bump(c: &AtomicU64, n: u64) {
+    // Single writer: a plain load and store is enough and avoids a lock prefix.
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            io: std::array::from_fn(|_| AtomicU64::new(0)),
+            paths: std::array::from_fn(|_| AtomicU64::new(0)),
+            drops: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Counters {
+    #[inline]
+    pub fn io(&self, which: Io, n: u64) {
+        bump(&self.io[which.index()], n);
+    }
+    #[inline]
+    pub fn path(&self, which: Path) {
+        bump(&self.paths[which.index()], 1);
+    }
+    #[inline]
+    pub fn dropped(&self, why: DropReason) {
+        bump(&self.drops[why.index()], 1);
+    }
+}
+
+/// Counters summed over threads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub io: Vec<u64>,
+    pub paths: Vec<u64>,
+    pub drops: Vec<u64>,
+}
+
+impl Totals {
+    /// Sums the blocks.
+    pub fn sum<'a>(blocks: impl IntoIterator<Item = &'a Counters>) -> Totals {
+        let mut t = Totals {
+            io: vec![0; Io::COUNT],
+            paths: vec![0; Path::COUNT],
+            drops: vec![0; DropReason::COUNT],
+        };
+        for b in blocks {
+            for (s, c) in t.io.iter_mut().zip(&b.io) {
+                *s += c.load(Ordering::Relaxed);
+            }
+            for (s, c) in t.paths.iter_mut().zip(&b.paths) {
+                *s += c.load(Ordering::Relaxed);
+            }
+            for (s, c) in t.drops.iter_mut().zip(&b.drops) {
+                *s += c.load(Ordering::Relaxed);
+            }
+        }
+        t
+    }
+
+    pub fn get_io(&self, which: Io) -> u64 {
+        self.io[which.index()]
+    }
+    pub fn get_path(&self, which: Path) -> u64 {
+        self.paths[which.index()]
+    }
+    pub fn get_drop(&self, why: DropReason) -> u64 {
+        self.drops[why.index()]
+    }
+
+    /// Packets in, packets out, packets dropped.
+    pub fn balance(&self) -> (u64, u64, u64) {
+        let inputs = self.get_io(Io::ReceivedAfxdp) + self.get_io(Io::ReceivedKernel);
+        let outputs =
+            self.get_io(Io::SentAfxdp) + self.get_io(Io::SentKernel) + self.get_io(Io::SentHost);
+        (inputs, outputs, self.drops.iter().sum())
+    }
+}
+
+/// Renders counters as Prometheus text (`/metrics`), also what the
+/// daemon prints when it stops.
+pub fn render(totals: &Totals, xdp: &[u64], afxdp: &[(String, u64)]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# HELP br6rd_io_packets_total Packets in and out of the forwarder."
+    );
+    let _ = writeln!(s, "# TYPE br6rd_io_packets_total counter");
+    for (i, io) in Io::ALL.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "br6rd_io_packets_total{{io=\"{}\"}} {}",
+            io.name(),
+            totals.io[i]
+        );
+    }
+    let _ = writeln!(
+        s,
+        "# HELP br6rd_forwarded_packets_total Packets the relay forwarded, by path."
+    );
+    let _ = writeln!(s, "# TYPE br6rd_forwarded_packets_total counter");
+    for (i, p) in Path::ALL.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "br6rd_forwarded_packets_total{{path=\"{}\"}} {}",
+            p.name(),
+            totals.paths[i]
+        );
+    }
+    let _ = writeln!(
+        s,
+        "# HELP br6rd_dropped_packets_total Packets dropped, by reason (docs/counters.md)."
+    );
+    let _ = writeln!(s, "# TYPE br6rd_dropped_packets_total counter");
+    for (i, r) in DropReason::ALL.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "br6rd_dropped_packets_total{{reason=\"{}\"}} {}",
+            r.name(),
+            totals.drops[i]
+        );
+    }
+    let _ = writeln!(
+        s,
+        "# HELP br6rd_xdp_packets_total What the XDP program did, by action."
+    );
+    let _ = writeln!(s, "# TYPE br6rd_xdp_packets_total counter");
+    for (i, v) in xdp.iter().enumerate() {
+        let name = br_ebpf::STAT_NAMES.get(i).map_or("unknown", |n| n.0);
+        let _ = writeln!(s, "br6rd_xdp_packets_total{{action=\"{name}\"}} {v}");
+    }
+    let _ = writeln!(
+        s,
+        "# HELP br6rd_afxdp_kernel_drops_total Drops the kernel counted on the AF_XDP sockets."
+    );
+    let _ = writeln!(s, "# TYPE br6rd_afxdp_kernel_drops_total counter");
+    for (labels, v) in afxdp {
+        let _ = writeln!(s, "br6rd_afxdp_kernel_drops_total{{{labels}}} {v}");
+    }
+    s
+}
+
+/// Reads one sample back from Prometheus text: `metric{label="value"}`.
+pub fn sample(text: &str, metric: &str, label: &str, value: &str) -> Option<u64> {
+    let key = format!("{metric}{{{label}=\"{value}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_balance_and_render() {
+        let a = Counters::default();
+        let b = Counters::default();
+        a.io(Io::ReceivedAfxdp, 3);
+        a.path(Path::Encapsulated);
+        a.io(Io::SentAfxdp, 1);
+        a.dropped(DropReason::SpoofedSource);
+        a.dropped(DropReason::NotIp);
+        b.io(Io::ReceivedKernel, 1);
+        b.path(Path::Decapsulated);
+        b.io(Io::SentKernel, 1);
+        let t = Totals::sum([&a, &b]);
+        assert_eq!(t.balance(), (4, 2, 2));
+        let text = render(
+            &t,
+            &[5; 10],
+            &[("socket=\"lan0/0\",kind=\"rx-ring-full\"".into(), 7)],
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "br6rd_dropped_packets_total",
+                "reason",
+                "spoofed-source"
+            ),
+            Some(1)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "br6rd_forwarded_packets_total",
+                "path",
+                "encapsulated"
+            ),
+            Some(1)
+        );
+        assert_eq!(
+            sample(&text, "br6rd_xdp_packets_total", "action", "redirect-ipv6"),
+            Some(5)
+        );
+        assert!(text
+            .contains("br6rd_afxdp_kernel_drops_total{socket=\"lan0/0\",kind=\"rx-ring-full\"} 7"));
+    }
+}

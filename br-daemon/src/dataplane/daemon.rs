@@ -1,0 +1,396 @@
+//! `br-daemon run`: validate, set up, forward, reload, stop.
+//!
+//! Start-up checks everything it can (configuration, interfaces, queues,
+//! privileges) before touching the host. SIGHUP reloads the domains: a bad
+//! file is refused with its file:line reasons and the running
+//! configuration stays. SIGINT and SIGTERM stop the workers, detach XDP,
+//! remove the TUN interface and print the counters. If the daemon is
+//! killed, the kernel removes the bpf_link and the TUN interface with it,
+//! so the host goes on forwarding its own traffic.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::counters::{self, Counters, Totals};
+use super::fib::{self, Fib};
+use super::publish::Published;
+use super::slowpath::SlowPath;
+use super::worker::{self, Port, Worker};
+use super::xdp::Steering;
+use super::xsk::{RingSizes, Umem, XskSocket};
+use crate::config::Config;
+use crate::relay::Relay;
+
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    SIGNAL.store(sig, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: installing a handler that only stores to an atomic.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Receive queues an interface has (from sysfs).
+fn rx_queues(interface: &str) -> usize {
+    std::fs::read_dir(format!("/sys/class/net/{interface}/queues"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn raise_memlock() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a live rlimit; failure is reported below.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::warn!(
+            "cannot raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Checks what can be checked without changing the host.
+fn preflight(config: &Config, fib: &Fib) -> Result<Vec<(String, u32)>> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("br-daemon run needs root (XDP, AF_XDP, TUN, raw sockets)");
+    }
+    if config.interfaces.is_empty() {
+        bail!("no interfaces in [relay]: the BR would see no traffic");
+    }
+    let mut ports = Vec::new();
+    for name in &config.interfaces {
+        let ifindex = fib.ifindex(name).ok_or_else(|| {
+            anyhow!("interface {name} does not exist on this host (ip link show)")
+        })?;
+        let queues = rx_queues(name);
+        if queues < usize::from(config.queues) {
+            bail!(
+                "interface {name} has {queues} receive queue(s) and the configuration asks for {}: \
+                 set queues = {queues}, or give it more (ethtool -L {name} combined {} or rx {} tx {})",
+                config.queues,
+                config.queues,
+                config.queues,
+                config.queues
+            );
+        }
+        ports.push((name.clone(), ifindex));
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        bail!("/dev/net/tun is missing: the slow path needs the tun module (modprobe tun)");
+    }
+    if std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding")
+        .map(|s| s.trim() == "0")
+        .unwrap_or(false)
+    {
+        tracing::warn!(
+            "net.ipv6.conf.all.forwarding is 0: the fast path works, but IPv6 that reaches the \
+             kernel on interfaces without XDP is not routed into the tunnel"
+        );
+    }
+    Ok(ports)
+}
+
+struct Running {
+    stop: Arc<AtomicBool>,
+    counters: Vec<Arc<Counters>>,
+    sockets: Vec<(String, RawFd)>,
+    steering: Arc<Mutex<Steering>>,
+}
+
+impl Running {
+    fn totals(&self) -> Totals {
+        Totals::sum(self.counters.iter().map(|c| c.as_ref()))
+    }
+
+    fn metrics(&self) -> String {
+        let xdp = self
+            .steering
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stats();
+        let mut afxdp = Vec::new();
+        for (label, fd) in &self.sockets {
+            let s = super::xsk::stats_of(*fd);
+            for (kind, v) in [
+                ("rx-dropped", s.rx_dropped),
+                ("rx-ring-full", s.rx_ring_full),
+                ("rx-invalid-descs", s.rx_invalid_descs),
+                ("tx-invalid-descs", s.tx_invalid_descs),
+                ("rx-fill-ring-empty", s.rx_fill_ring_empty),
+            ] {
+                afxdp.push((format!("socket=\"{label}\",kind=\"{kind}\""), v));
+            }
+        }
+        counters::render(&self.totals(), &xdp, &afxdp)
+    }
+}
+
+/// Runs the BR until SIGINT or SIGTERM.
+pub fn run(config_path: &Path) -> Result<()> {
+    let config = Config::load(config_path).map_err(|e| anyhow!("{e}"))?;
+    for (line, w) in &config.warnings {
+        tracing::warn!("{}:{line}: {w}", config_path.display());
+    }
+    let fib = fib::snapshot().context("reading routes and neighbours over rtnetlink")?;
+    let ports = preflight(&config, &fib)?;
+    raise_memlock();
+    install_signal_handlers();
+
+    // From here on the host is changed; everything below is undone by
+    // dropping it (or by the kernel when the process dies).
+    let slow = Arc::new(SlowPath::open(&config.tun, &config.domains)?);
+    let mut steering = Steering::load(&config.domains)?;
+    for (slot, (_, ifindex)) in ports.iter().enumerate() {
+        steering.add_interface(*ifindex, slot as u32)?;
+    }
+    let relay = Published::new(config.relay());
+    let fib = Published::new(fib);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    let mut all_counters = Vec::new();
+    let mut sockets = Vec::new();
+
+    for queue in 0..u32::from(config.queues) {
+        let umem = Umem::new(4096 * ports.len() as u32).context("allocating the UMEM")?;
+        let mut worker_ports: Vec<Port> = Vec::new();
+        for (slot, (name, ifindex)) in ports.iter().enumerate() {
+            let owner = worker_ports.first().map(|p| &p.socket);
+            let socket = XskSocket::new(&umem, owner, *ifindex, queue, RingSizes::default(), true)
+                .with_context(|| format!("AF_XDP socket on {name} queue {queue}"))?;
+            tracing::info!(
+                "{name} queue {queue}: AF_XDP socket bound ({:?})",
+                socket.mode()
+            );
+            steering.bind_socket(slot as u32, queue, &socket)?;
+            sockets.push((format!("{name}/{queue}"), socket.as_raw_fd()));
+            worker_ports.push(Port::new(name.clone(), *ifindex, socket));
+        }
+        let counters = Arc::new(Counters::default());
+        all_counters.push(Arc::clone(&counters));
+        let w = Worker {
+            queue,
+            ports: worker_ports,
+            umem,
+            relay: relay.reader(),
+            fib: fib.reader(),
+            slow: Arc::clone(&slow),
+            counters,
+            busy_poll: config.busy_poll,
+            stop: Arc::clone(&stop),
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("br-worker-{queue}"))
+                .spawn(move || {
+                    pin_to_cpu(queue as usize);
+                    w.run()
+                })?,
+        );
+    }
+    for (name, _) in &ports {
+        steering.attach(name, config.xdp_mode)?;
+        tracing::info!(
+            "XDP steering attached to {name} ({:?} mode)",
+            config.xdp_mode
+        );
+    }
+
+    let slow_counters = Arc::new(Counters::default());
+    all_counters.push(Arc::clone(&slow_counters));
+    {
+        let (slow, relay, stop) = (Arc::clone(&slow), relay.reader(), Arc::clone(&stop));
+        threads.push(
+            std::thread::Builder::new()
+                .name("br-slow-path".into())
+                .spawn(move || worker::run_slow_path(slow, relay, slow_counters, stop))?,
+        );
+    }
+    {
+        let (fib, stop) = (Arc::clone(&fib), Arc::clone(&stop));
+        threads.push(
+            std::thread::Builder::new()
+                .name("br-netlink".into())
+                .spawn(move || {
+                    if let Err(e) = fib::monitor(fib, stop) {
+                        tracing::error!(
+                            "rtnetlink monitor stopped: {e}; next hops are no longer updated"
+                        );
+                    }
+                })?,
+        );
+    }
+    let running = Arc::new(Running {
+        stop: Arc::clone(&stop),
+        counters: all_counters,
+        sockets,
+        steering: Arc::new(Mutex::new(steering)),
+    });
+    if let Some(addr) = config.metrics {
+        let r = Arc::clone(&running);
+        threads.push(
+            std::thread::Builder::new()
+                .name("br-metrics".into())
+                .spawn(move || serve_metrics(addr, r))?,
+        );
+    }
+    tracing::info!(
+        "relaying {} domain(s) on {:?} with {} queue(s); slow path on {}",
+        config.domains.len(),
+        config.interfaces,
+        config.queues,
+        slow.tun_name()
+    );
+
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        match SIGNAL.swap(0, Ordering::SeqCst) {
+            libc::SIGHUP => reload(config_path, &config, &relay, &running, &slow),
+            libc::SIGINT | libc::SIGTERM => break,
+            _ => {}
+        }
+    }
+    tracing::info!("stopping");
+    // Give the kernel back the traffic first, then stop the workers.
+    running
+        .steering
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .detach_all();
+    let final_metrics = running.metrics();
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        let _ = t.join();
+    }
+    eprintln!("{}", summary(&running.totals(), &final_metrics));
+    Ok(())
+}
+
+fn reload(
+    path: &Path,
+    running_config: &Config,
+    relay: &Published<Relay>,
+    running: &Running,
+    slow: &SlowPath,
+) {
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("reload refused, the running configuration stays:\n{e}");
+            return;
+        }
+    };
+    if new.interfaces != running_config.interfaces
+        || new.queues != running_config.queues
+        || new.tun != running_config.tun
+        || new.xdp_mode != running_config.xdp_mode
+    {
+        tracing::warn!(
+            "reload: interfaces, queues, tun and xdp-mode take effect only after a restart"
+        );
+    }
+    if let Err(e) = running
+        .steering
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .set_domains(&new.domains)
+    {
+        tracing::error!("reload: updating the XDP maps failed: {e:#}");
+        return;
+    }
+    if let Err(e) = slow.set_domains(&new.domains) {
+        tracing::error!("reload: updating the TUN addresses and routes failed: {e:#}");
+    }
+    relay.publish(new.relay());
+    tracing::info!(
+        "reloaded {}: {} domain(s)",
+        path.display(),
+        new.domains.len()
+    );
+}
+
+fn pin_to_cpu(index: usize) {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity
+    // take live pointers. Failure only loses the pinning.
+    unsafe {
+        let cpus = libc::sysconf(libc::_SC_NPROCESSORS_ONLN).max(1) as usize;
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(index % cpus, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// What the operator sees when the daemon stops.
+pub fn summary(totals: &Totals, metrics: &str) -> String {
+    let (inputs, outputs, drops) = totals.balance();
+    let mut s = String::from("br-daemon counters (zero counters omitted):\n");
+    for line in metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.ends_with(" 0"))
+    {
+        s.push_str("  ");
+        s.push_str(line);
+        s.push('\n');
+    }
+    s.push_str(&format!(
+        "  packets in {inputs} = out {outputs} + dropped {drops}{}\n",
+        if inputs == outputs + drops {
+            ""
+        } else {
+            "  (MISMATCH: in flight at stop)"
+        }
+    ));
+    s
+}
+
+fn serve_metrics(addr: SocketAddr, running: Arc<Running>) {
+    let listener = match TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("metrics: cannot listen on {addr}: {e}");
+            return;
+        }
+    };
+    let _ = listener.set_nonblocking(true);
+    tracing::info!("counters on http://{addr}/metrics");
+    while !running.stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((mut conn, _)) => {
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut req = [0u8; 1024];
+                let _ = conn.read(&mut req);
+                let body = running.metrics();
+                let _ = write!(
+                    conn,
+                    "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}

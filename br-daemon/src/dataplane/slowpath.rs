@@ -1,0 +1,250 @@
+//! The kernel slow path: what the Cisco `Tunnel0` did for packets that do
+//! not cross the XDP fast path.
+//!
+//! - A TUN interface carries the BR's own 6rd addresses and its IPv4
+//!   addresses (the Cisco loopback), and the 6rd prefixes are routed into
+//!   it: packets the host sends, or receives on interfaces without XDP
+//!   (after IPsec decryption, say), come out of the TUN and are relayed.
+//! - A raw protocol-41 socket receives what the kernel delivers locally:
+//!   reassembled fragments, and traffic from interfaces without XDP.
+//! - Raw IPv4 and IPv6 sockets (header included) hand packets to the
+//!   kernel to route when the fast path cannot send them itself: the
+//!   neighbour is not resolved yet, or the egress interface has no XDP.
+//!   Writing into the TUN delivers packets for the host's own addresses.
+//!
+//! The TUN interface lives as long as the daemon: when it dies, the kernel
+//! removes it with its addresses and routes.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::relay::Domain;
+
+fn cvt(r: libc::c_int, what: &str) -> io::Result<libc::c_int> {
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("{what}: {e}")));
+    }
+    Ok(r)
+}
+
+fn owned(fd: libc::c_int) -> OwnedFd {
+    // SAFETY: callers pass a fresh descriptor that nothing else owns.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Runs `ip` with arguments; fails with its stderr.
+pub fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("cannot run ip (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The sockets and the TUN device of the slow path.
+pub struct SlowPath {
+    tun: OwnedFd,
+    tun_name: String,
+    raw41: OwnedFd,
+    out4: OwnedFd,
+    out6: OwnedFd,
+}
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+
+impl SlowPath {
+    /// Creates the TUN interface and the raw sockets, and gives the TUN
+    /// interface the BR's addresses and the 6rd routes.
+    pub fn open(tun_name: &str, domains: &[Domain]) -> Result<SlowPath> {
+        // SAFETY: open(2) of a fixed path; the result is checked and owned.
+        let raw = unsafe {
+            libc::open(
+                c"/dev/net/tun".as_ptr(),
+                libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
+            )
+        };
+        let tun = owned(cvt(raw, "open /dev/net/tun")?);
+        // SAFETY: zeroed ifreq is valid; the name fits (checked by config).
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (dst, src) in req
+            .ifr_name
+            .iter_mut()
+            .zip(tun_name.bytes().take(libc::IFNAMSIZ - 1))
+        {
+            *dst = src as libc::c_char;
+        }
+        req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+        // SAFETY: TUNSETIFF takes a pointer to a live ifreq.
+        cvt(
+            unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF as _, &mut req) },
+            "TUNSETIFF",
+        )
+        .with_context(|| format!("creating TUN interface {tun_name}"))?;
+
+        // SAFETY: plain socket(2) calls; results checked and owned.
+        let raw41 = owned(cvt(
+            unsafe {
+                libc::socket(
+                    libc::AF_INET,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                    41,
+                )
+            },
+            "raw socket for protocol 41",
+        )?);
+        // SAFETY: as above.
+        let out4 = owned(cvt(
+            unsafe {
+                libc::socket(
+                    libc::AF_INET,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    libc::IPPROTO_RAW,
+                )
+            },
+            "raw IPv4 socket",
+        )?);
+        // SAFETY: as above. IPPROTO_RAW on IPv6 implies IPV6_HDRINCL.
+        let out6 = owned(cvt(
+            unsafe {
+                libc::socket(
+                    libc::AF_INET6,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    libc::IPPROTO_RAW,
+                )
+            },
+            "raw IPv6 socket",
+        )?);
+        let slow = SlowPath {
+            tun,
+            tun_name: tun_name.to_string(),
+            raw41,
+            out4,
+            out6,
+        };
+        slow.configure(domains)?;
+        Ok(slow)
+    }
+
+    fn configure(&self, domains: &[Domain]) -> Result<()> {
+        let name = self.tun_name.as_str();
+        let mtu = domains
+            .iter()
+            .map(|d| d.mtu())
+            .min()
+            .unwrap_or(1280)
+            .to_string();
+        // No link-local address: the host sends no MLD or RS into the tunnel.
+        ip(&["link", "set", "dev", name, "addrgenmode", "none"])?;
+        ip(&["link", "set", "dev", name, "mtu", &mtu, "up"])?;
+        self.set_domains(domains)
+    }
+
+    /// Addresses and routes for the domains (on reload too: `replace`).
+    pub fn set_domains(&self, domains: &[Domain]) -> Result<()> {
+        let name = self.tun_name.as_str();
+        ip(&["-6", "addr", "flush", "dev", name, "scope", "global"])?;
+        ip(&["-4", "addr", "flush", "dev", name])?;
+        for d in domains {
+            let v6 = format!("{}/128", d.br_ipv6());
+            ip(&["-6", "addr", "replace", &v6, "dev", name, "nodad"])?;
+            for v4 in d.br_ipv4_all() {
+                let v4 = format!("{v4}/32");
+                ip(&["-4", "addr", "replace", &v4, "dev", name])?;
+            }
+            let prefix = d.prefix().to_string();
+            ip(&["-6", "route", "replace", &prefix, "dev", name])?;
+        }
+        Ok(())
+    }
+
+    /// The TUN interface's name.
+    pub fn tun_name(&self) -> &str {
+        &self.tun_name
+    }
+
+    /// Descriptors the slow-path thread waits on.
+    pub fn tun_fd(&self) -> RawFd {
+        self.tun.as_raw_fd()
+    }
+    pub fn raw41_fd(&self) -> RawFd {
+        self.raw41.as_raw_fd()
+    }
+
+    /// Reads one packet from the TUN (an IPv6 packet the host routed into it).
+    pub fn read_tun(&self, buf: &mut [u8]) -> io::Result<usize> {
+        read(self.tun.as_raw_fd(), buf)
+    }
+
+    /// Reads one protocol-41 packet (with its IPv4 header) the host received.
+    pub fn read_raw41(&self, buf: &mut [u8]) -> io::Result<usize> {
+        read(self.raw41.as_raw_fd(), buf)
+    }
+
+    /// Delivers an IPv6 packet to the host's own stack.
+    pub fn to_host(&self, packet: &[u8]) -> io::Result<()> {
+        // SAFETY: packet is a live buffer of the length passed.
+        let n = unsafe { libc::write(self.tun.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
+        cvt(n as libc::c_int, "write to TUN").map(drop)
+    }
+
+    /// Hands a complete IPv4 packet to the kernel to route.
+    pub fn send_ipv4(&self, packet: &[u8], dst: Ipv4Addr) -> io::Result<()> {
+        // SAFETY: zeroed sockaddr_in is valid; fields set below.
+        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        sa.sin_family = libc::AF_INET as u16;
+        sa.sin_addr.s_addr = u32::from(dst).to_be();
+        // SAFETY: packet and sa are live and sized as passed.
+        let n = unsafe {
+            libc::sendto(
+                self.out4.as_raw_fd(),
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        cvt(n as libc::c_int, "sendto raw IPv4").map(drop)
+    }
+
+    /// Hands a complete IPv6 packet to the kernel to route.
+    pub fn send_ipv6(&self, packet: &[u8], dst: Ipv6Addr) -> io::Result<()> {
+        // SAFETY: zeroed sockaddr_in6 is valid; fields set below.
+        let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        sa.sin6_family = libc::AF_INET6 as u16;
+        sa.sin6_addr.s6_addr = dst.octets();
+        // SAFETY: packet and sa are live and sized as passed.
+        let n = unsafe {
+            libc::sendto(
+                self.out6.as_raw_fd(),
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&sa as *const libc::sockaddr_in6).cast(),
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        };
+        cvt(n as libc::c_int, "sendto raw IPv6").map(drop)
+    }
+}
+
+fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: buf is live and writable for its length.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}

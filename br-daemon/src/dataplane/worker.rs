@@ -1,0 +1,513 @@
+//! One forwarding worker per receive queue.
+//!
+//! The worker owns a UMEM and one AF_XDP socket per attached interface for
+//! its queue; all of them share the UMEM, so a frame received on the LAN is
+//! transmitted on the WAN by handing over its address, without a copy.
+//! [`dispose`] is the per-frame decision (pure but for the counters): it
+//! runs the relay on the frame in place, rewrites the Ethernet header and
+//! says where the frame goes. The loop around it moves descriptors between
+//! rings in batches, keeps the fill rings full and honours need_wakeup.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::counters::{Counters, Io};
+use super::fib::{Fib, NextHop};
+use super::publish::Reader;
+use super::slowpath::SlowPath;
+use super::xsk::{Umem, XskSocket, FRAME_SIZE};
+use crate::relay::{DropReason, Egress, Frame, Relay, Verdict, WorkerState};
+
+const ETH_HEADER_LEN: usize = 14;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+/// Descriptors taken from a ring at a time.
+pub const BATCH: usize = 64;
+
+/// Where a frame goes after [`dispose`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Out of attached port `port`; the frame is `chunk[head..head + len]`.
+    Transmit {
+        port: usize,
+        head: usize,
+        len: usize,
+    },
+    /// To the kernel to route: IPv4 packet `chunk[head..head + len]`.
+    KernelIpv4 {
+        dst: Ipv4Addr,
+        head: usize,
+        len: usize,
+    },
+    /// To the kernel to route: IPv6 packet.
+    KernelIpv6 {
+        dst: Ipv6Addr,
+        head: usize,
+        len: usize,
+    },
+    /// To the host's own stack: IPv6 packet.
+    Host { head: usize, len: usize },
+    /// Dropped, counted with its reason.
+    Drop(DropReason),
+}
+
+/// Runs the relay on the Ethernet frame `chunk[head..head + len]` and
+/// decides where it goes. `ports` are the ifindexes of the attached
+/// interfaces, in port order.
+pub fn dispose(
+    relay: &Relay,
+    state: &mut WorkerState,
+    fib: &Fib,
+    ports: &[u32],
+    counters: &Counters,
+    chunk: &mut [u8],
+    head: usize,
+    len: usize,
+    now_ns: u64,
+) -> Disposition {
+    let Some(mut frame) = Frame::new(chunk, head, len) else {
+        return Disposition::Drop(DropReason::Truncated);
+    };
+    if frame.len() < ETH_HEADER_LEN {
+        return Disposition::Drop(DropReason::Truncated);
+    }
+    let ethertype = u16::from_be_bytes([frame.data()[12], frame.data()[13]]);
+    let _ = frame.pull(ETH_HEADER_LEN);
+    let verdict = match ethertype {
+        ETHERTYPE_IPV6 => relay.from_ipv6(state, &mut frame, now_ns),
+        ETHERTYPE_IPV4 => relay.from_ipv4(state, &mut frame, now_ns),
+        _ => Verdict::Drop(DropReason::NotIp),
+    };
+    let egress = match verdict {
+        Verdict::Drop(reason) => return Disposition::Drop(reason),
+        Verdict::Forward { path, egress } => {
+            counters.path(path);
+            egress
+        }
+    };
+    let (head, len) = (frame.head(), frame.len());
+    let (next_hop, ethertype) = match egress {
+        Egress::Host => return Disposition::Host { head, len },
+        Egress::Ipv4 { dst } => (fib.lookup_v4(dst), ETHERTYPE_IPV4),
+        Egress::Ipv6 { dst } => (fib.lookup_v6(dst), ETHERTYPE_IPV6),
+    };
+    let to_kernel = || match egress {
+        Egress::Ipv4 { dst } => Disposition::KernelIpv4 { dst, head, len },
+        Egress::Ipv6 { dst } => Disposition::KernelIpv6 { dst, head, len },
+        Egress::Host => Disposition::Host { head, len },
+    };
+    match next_hop {
+        NextHop::Direct {
+            ifindex,
+            src_mac,
+            dst_mac,
+        } => {
+            let Some(port) = ports.iter().position(|&p| p == ifindex) else {
+                // An egress without XDP: the kernel sends it.
+                return to_kernel();
+            };
+            if !frame.push(ETH_HEADER_LEN) {
+                return Disposition::Drop(DropReason::NoHeadroom);
+            }
+            let eth = frame.data_mut();
+            eth[0..6].copy_from_slice(&dst_mac);
+            eth[6..12].copy_from_slice(&src_mac);
+            eth[12..14].copy_from_slice(&ethertype.to_be_bytes());
+            Disposition::Transmit {
+                port,
+                head: frame.head(),
+                len: frame.len(),
+            }
+        }
+        // The kernel resolves the neighbour; the next packets go direct.
+        NextHop::Unresolved { .. } => to_kernel(),
+        // Ours: an encapsulated packet for a local IPv4 address, or an
+        // IPv6 destination on this host.
+        NextHop::Local => match egress {
+            Egress::Ipv6 { .. } => Disposition::Host { head, len },
+            _ => to_kernel(),
+        },
+        NextHop::Unreachable => Disposition::Drop(DropReason::NoRoute),
+    }
+}
+
+/// An attached interface as one worker sees it.
+pub struct Port {
+    pub name: String,
+    pub ifindex: u32,
+    pub socket: XskSocket,
+    tx: Vec<(u64, u32)>,
+}
+
+impl Port {
+    pub fn new(name: String, ifindex: u32, socket: XskSocket) -> Port {
+        Port {
+            name,
+            ifindex,
+            socket,
+            tx: Vec::with_capacity(BATCH * 4),
+        }
+    }
+}
+
+/// A worker: its queue's sockets, UMEM and state.
+pub struct Worker {
+    pub queue: u32,
+    pub ports: Vec<Port>,
+    pub umem: Umem,
+    pub relay: Reader<Relay>,
+    pub fib: Reader<Fib>,
+    pub slow: Arc<SlowPath>,
+    pub counters: Arc<Counters>,
+    pub busy_poll: bool,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Worker {
+    /// Forwards until `stop` is set. Every frame received is transmitted,
+    /// handed to the kernel, or dropped and counted.
+    pub fn run(mut self) {
+        let epoch = Instant::now();
+        let mut state = self.relay.get().worker_state(self.queue as u16);
+        let mut free: Vec<u64> = (0..self.umem.frames())
+            .map(|i| u64::from(i * FRAME_SIZE))
+            .collect();
+        let ifindexes: Vec<u32> = self.ports.iter().map(|p| p.ifindex).collect();
+        let mut rx = [(0u64, 0u32); BATCH];
+        let mut pollfds: Vec<libc::pollfd> = self
+            .ports
+            .iter()
+            .map(|p| libc::pollfd {
+                fd: p.socket.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // Split the frames fairly between the fill rings at the start.
+        let share = free.len() / (2 * self.ports.len().max(1));
+        for p in &mut self.ports {
+            let n = share.min(free.len());
+            let given = p.socket.fill(&free[free.len() - n..]);
+            free.truncate(free.len() - given);
+        }
+
+        while !self.stop.load(Ordering::Relaxed) {
+            if self.relay.refresh() {
+                state = self.relay.get().worker_state(self.queue as u16);
+            }
+            self.fib.refresh();
+            let now_ns = epoch.elapsed().as_nanos() as u64;
+            for p in &mut self.ports {
+                p.socket.complete(&mut free, usize::MAX);
+            }
+            for p in &mut self.ports {
+                let n = (p.socket.fill_free() as usize).min(free.len());
+                if n > 0 {
+                    let given = p.socket.fill(&free[free.len() - n..]);
+                    free.truncate(free.len() - given);
+                }
+            }
+            let mut received = 0;
+            for i in 0..self.ports.len() {
+                let n = self.ports[i].socket.receive(&mut rx);
+                received += n;
+                self.counters.io(Io::ReceivedAfxdp, n as u64);
+                for &(addr, len) in &rx[..n] {
+                    let (chunk, offset) = self.umem.chunk_mut(addr);
+                    let base = addr - offset as u64;
+                    let d = dispose(
+                        self.relay.get(),
+                        &mut state,
+                        self.fib.get(),
+                        &ifindexes,
+                        &self.counters,
+                        chunk,
+                        offset,
+                        len as usize,
+                        now_ns,
+                    );
+                    if let Disposition::Transmit { port, head, len } = d {
+                        self.ports[port].tx.push((base + head as u64, len as u32));
+                        continue;
+                    }
+                    deliver_elsewhere(&self.slow, &self.counters, chunk, d);
+                    free.push(base);
+                }
+            }
+            for p in &mut self.ports {
+                if p.tx.is_empty() {
+                    continue;
+                }
+                let sent = p.socket.transmit(&p.tx);
+                for &(addr, _) in &p.tx[sent..] {
+                    self.counters.dropped(DropReason::TxRingFull);
+                    free.push(addr & !u64::from(FRAME_SIZE - 1));
+                }
+                self.counters.io(Io::SentAfxdp, sent as u64);
+                p.socket.flush_tx(sent);
+                p.tx.clear();
+            }
+            if received == 0 && !self.busy_poll {
+                // SAFETY: pollfds is a live array of the length passed.
+                unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, 50) };
+            }
+        }
+    }
+}
+
+/// Carries out a disposition other than Transmit, and counts it.
+pub fn deliver_elsewhere(slow: &SlowPath, counters: &Counters, chunk: &[u8], d: Disposition) {
+    let result = match d {
+        Disposition::Transmit { .. } => unreachable!("transmitted by the caller"),
+        Disposition::Drop(reason) => {
+            counters.dropped(reason);
+            return;
+        }
+        Disposition::KernelIpv4 { dst, head, len } => slow
+            .send_ipv4(&chunk[head..head + len], dst)
+            .map(|_| Io::SentKernel),
+        Disposition::KernelIpv6 { dst, head, len } => slow
+            .send_ipv6(&chunk[head..head + len], dst)
+            .map(|_| Io::SentKernel),
+        Disposition::Host { head, len } => {
+            slow.to_host(&chunk[head..head + len]).map(|_| Io::SentHost)
+        }
+    };
+    match result {
+        Ok(io) => counters.io(io, 1),
+        Err(e) => {
+            tracing::debug!("handing a packet to the kernel failed: {e}");
+            counters.dropped(DropReason::KernelSendFailed);
+        }
+    }
+}
+
+/// The slow-path thread: relays what the kernel gives the TUN interface
+/// and the protocol-41 raw socket, and hands the results back to it.
+pub fn run_slow_path(
+    slow: Arc<SlowPath>,
+    mut relay: Reader<Relay>,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+) {
+    const HEADROOM: usize = 128;
+    let epoch = Instant::now();
+    let mut state = relay.get().worker_state(u16::MAX);
+    let mut buf = vec![0u8; HEADROOM + 65536];
+    let mut fds = [
+        libc::pollfd {
+            fd: slow.tun_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: slow.raw41_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: fds is a live array of the length passed.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+        if ready <= 0 {
+            continue;
+        }
+        if relay.refresh() {
+            state = relay.get().worker_state(u16::MAX);
+        }
+        for from_tun in [true, false] {
+            // Bounded per wakeup so one source cannot starve the other.
+            for _ in 0..BATCH {
+                let read = if from_tun {
+                    slow.read_tun(&mut buf[HEADROOM..])
+                } else {
+                    slow.read_raw41(&mut buf[HEADROOM..])
+                };
+                let Ok(n) = read else { break };
+                counters.io(Io::ReceivedKernel, 1);
+                let mut frame = Frame::new(&mut buf, HEADROOM, n).expect("n fits the buffer");
+                let now_ns = epoch.elapsed().as_nanos() as u64;
+                let verdict = if from_tun {
+                    relay.get().from_ipv6(&mut state, &mut frame, now_ns)
+                } else {
+                    relay.get().from_ipv4(&mut state, &mut frame, now_ns)
+                };
+                let (head, len) = (frame.head(), frame.len());
+                let d = match verdict {
+                    Verdict::Drop(reason) => Disposition::Drop(reason),
+                    Verdict::Forward { path, egress } => {
+                        counters.path(path);
+                        match egress {
+                            Egress::Ipv4 { dst } => Disposition::KernelIpv4 { dst, head, len },
+                            Egress::Ipv6 { dst } => Disposition::KernelIpv6 { dst, head, len },
+                            Egress::Host => Disposition::Host { head, len },
+                        }
+                    }
+                };
+                deliver_elsewhere(&slow, &counters, &buf, d);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::{Domain, DomainSpec, Domains, IcmpRate, Path};
+
+    const LAN_IF: u32 = 7;
+    const WAN_IF: u32 = 8;
+    const GW_LAN_MAC: [u8; 6] = [2, 0, 0, 0, 0, 7];
+    const GW_WAN_MAC: [u8; 6] = [2, 0, 0, 0, 0, 8];
+    const CE_MAC: [u8; 6] = [2, 0xce, 0, 0, 0, 1];
+
+    fn setup() -> (Relay, Fib) {
+        let spec = DomainSpec::new(
+            "vpc",
+            "2001:db8:0:f096::/64".parse().unwrap(),
+            0,
+            "10.255.255.222".parse().unwrap(),
+        );
+        let relay = Relay::new(
+            Domains::new(vec![Domain::new(&spec).unwrap().0]).unwrap(),
+            IcmpRate::default(),
+        );
+        let mut fib = Fib::default();
+        fib.add_link(LAN_IF, "lan0", GW_LAN_MAC);
+        fib.add_link(WAN_IF, "wan0", GW_WAN_MAC);
+        fib.add_route("10.96.0.0/16".parse().unwrap(), WAN_IF, None);
+        fib.add_route("2001:db8:0:100::/64".parse().unwrap(), LAN_IF, None);
+        fib.add_neighbour(WAN_IF, "10.96.1.100".parse().unwrap(), CE_MAC);
+        (relay, fib)
+    }
+
+    fn lan_frame(dst: &str) -> Vec<u8> {
+        let mut f = vec![0u8; 256];
+        f.extend_from_slice(&GW_LAN_MAC);
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 0x55]);
+        f.extend_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+        f.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, 59, 64]);
+        f.extend_from_slice(&"2001:db8:0:100::5".parse::<Ipv6Addr>().unwrap().octets());
+        f.extend_from_slice(&dst.parse::<Ipv6Addr>().unwrap().octets());
+        f
+    }
+
+    #[test]
+    fn lan_to_resolved_ce_is_transmitted_on_the_wan_port_with_macs() {
+        let (relay, fib) = setup();
+        let mut st = relay.worker_state(0);
+        let counters = Counters::default();
+        let mut chunk = lan_frame("2001:db8:0:f096:a60:164::1");
+        let len = chunk.len() - 256;
+        let d = dispose(
+            &relay,
+            &mut st,
+            &fib,
+            &[LAN_IF, WAN_IF],
+            &counters,
+            &mut chunk,
+            256,
+            len,
+            0,
+        );
+        // 14 + 20 + 40: the Ethernet header moved 20 bytes into the headroom.
+        assert_eq!(
+            d,
+            Disposition::Transmit {
+                port: 1,
+                head: 256 - 20,
+                len: 74
+            }
+        );
+        let out = &chunk[236..236 + 74];
+        assert_eq!(&out[0..6], &CE_MAC);
+        assert_eq!(&out[6..12], &GW_WAN_MAC);
+        assert_eq!(&out[12..14], &[0x08, 0x00]);
+        assert_eq!(out[14 + 9], 41);
+        let t = super::super::counters::Totals::sum([&counters]);
+        assert_eq!(t.get_path(Path::Encapsulated), 1);
+    }
+
+    #[test]
+    fn unresolved_neighbour_goes_to_the_kernel_and_no_route_is_dropped() {
+        let (relay, mut fib) = setup();
+        let mut st = relay.worker_state(0);
+        let counters = Counters::default();
+        let mut chunk = lan_frame("2001:db8:0:f096:a60:165::1");
+        let len = chunk.len() - 256;
+        let d = dispose(
+            &relay,
+            &mut st,
+            &fib,
+            &[LAN_IF, WAN_IF],
+            &counters,
+            &mut chunk,
+            256,
+            len,
+            0,
+        );
+        assert_eq!(
+            d,
+            Disposition::KernelIpv4 {
+                dst: "10.96.1.101".parse().unwrap(),
+                head: 256 + 14 - 20,
+                len: 60
+            }
+        );
+        // 11.0.0.1 has no route at all.
+        let mut chunk = lan_frame("2001:db8:0:f096:b00:1::1");
+        let d = dispose(
+            &relay,
+            &mut st,
+            &fib,
+            &[LAN_IF, WAN_IF],
+            &counters,
+            &mut chunk,
+            256,
+            len,
+            0,
+        );
+        assert_eq!(d, Disposition::Drop(DropReason::NoRoute));
+        // An egress interface without XDP: the kernel sends it.
+        fib.add_link(9, "ipsec0", [0; 6]);
+        fib.add_route("11.0.0.0/8".parse().unwrap(), 9, None);
+        fib.add_neighbour(9, "11.0.0.1".parse().unwrap(), [1; 6]);
+        let mut chunk = lan_frame("2001:db8:0:f096:b00:1::1");
+        let d = dispose(
+            &relay,
+            &mut st,
+            &fib,
+            &[LAN_IF, WAN_IF],
+            &counters,
+            &mut chunk,
+            256,
+            len,
+            0,
+        );
+        assert!(matches!(d, Disposition::KernelIpv4 { .. }), "{d:?}");
+    }
+
+    #[test]
+    fn non_ip_and_short_frames_are_dropped() {
+        let (relay, fib) = setup();
+        let mut st = relay.worker_state(0);
+        let counters = Counters::default();
+        let mut arp = vec![0u8; 64];
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(
+            dispose(&relay, &mut st, &fib, &[], &counters, &mut arp, 0, 64, 0),
+            Disposition::Drop(DropReason::NotIp)
+        );
+        assert_eq!(
+            dispose(&relay, &mut st, &fib, &[], &counters, &mut arp, 0, 10, 0),
+            Disposition::Drop(DropReason::Truncated)
+        );
+        assert_eq!(
+            dispose(&relay, &mut st, &fib, &[], &counters, &mut arp, 60, 10, 0),
+            Disposition::Drop(DropReason::Truncated)
+        );
+    }
+}
