@@ -21,7 +21,7 @@ enum steer_stat {
 	STAT_REDIRECT_PROTO41 = 7,    /* protocol 41 for the BR: to the forwarder */
 	STAT_REDIRECT_ICMPV4 = 8,     /* ICMPv4 error quoting protocol 41: to the forwarder */
 	STAT_REDIRECT_IPV6 = 9,       /* IPv6 to a 6rd prefix: to the forwarder */
-	STAT_COUNT = 10,
+	STAT_COUNT = 10,              /* number of counters */
 };
 
 /* Key of the 6rd prefix LPM trie. */

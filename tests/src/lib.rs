@@ -26,7 +26,8 @@ pub const CE2_V4: &str = "10.96.1.101";
 pub const CE1_V6: &str = "2001:db8:0:f096:a60:164:0:1";
 pub const CE2_V6: &str = "2001:db8:0:f096:a60:165:0:1";
 pub const BR_V4: &str = "10.255.255.222";
-pub const BR_V6: &str = "2001:db8:0:f096:aff:ffde::1";
+/// As ping prints it (RFC 5952: a single zero group is not compressed).
+pub const BR_V6: &str = "2001:db8:0:f096:aff:ffde:0:1";
 pub const GW_WAN_V4: &str = "10.96.0.1";
 
 /// Labs share the two CPUs badly; run them one at a time.
@@ -87,6 +88,14 @@ impl Netns {
     /// Runs `f` on a thread that has entered the namespace (sockets it
     /// opens belong to the namespace).
     pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        self.spawn_in(f).join().expect("namespace thread panicked")
+    }
+
+    /// Like [`Self::enter`], without waiting.
+    pub fn spawn_in<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
         let path = format!("/var/run/netns/{}", self.name);
         std::thread::spawn(move || {
             let file = std::fs::File::open(&path).expect("open netns file");
@@ -96,8 +105,52 @@ impl Netns {
             assert_eq!(r, 0, "setns {path}");
             f()
         })
-        .join()
-        .expect("namespace thread panicked")
+    }
+
+    /// The MAC address of an interface in the namespace.
+    pub fn mac(&self, dev: &str) -> [u8; 6] {
+        let text = self.sh(&format!("cat /sys/class/net/{dev}/address"));
+        let bytes: Vec<u8> = text
+            .trim()
+            .split(':')
+            .map(|h| u8::from_str_radix(h, 16).expect("hex"))
+            .collect();
+        bytes.try_into().expect("6 bytes")
+    }
+
+    /// Sends raw Ethernet frames out of `dev` (AF_PACKET: no kernel rewriting).
+    pub fn send_frames(&self, dev: &str, frames: Vec<Vec<u8>>) {
+        let dev = dev.to_string();
+        self.enter(move || {
+            // SAFETY: plain socket(2), checked below.
+            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+            assert!(fd >= 0, "AF_PACKET socket");
+            let name = std::ffi::CString::new(dev).expect("name");
+            // SAFETY: a valid C string.
+            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            // SAFETY: zeroed sockaddr_ll is valid; fields set below.
+            let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            sa.sll_family = libc::AF_PACKET as u16;
+            sa.sll_ifindex = ifindex as i32;
+            sa.sll_halen = 6;
+            for f in frames {
+                sa.sll_addr[..6].copy_from_slice(&f[..6]);
+                // SAFETY: live buffer and address of the sizes passed.
+                let n = unsafe {
+                    libc::sendto(
+                        fd,
+                        f.as_ptr().cast(),
+                        f.len(),
+                        0,
+                        (&sa as *const libc::sockaddr_ll).cast(),
+                        std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                    )
+                };
+                assert_eq!(n as usize, f.len(), "sendto AF_PACKET");
+            }
+            // SAFETY: closing our own descriptor.
+            unsafe { libc::close(fd) };
+        })
     }
 }
 
@@ -286,10 +339,18 @@ impl Lab {
                 "ethtool -L {dev} rx {q} tx {q} 2>/dev/null || true"
             ));
         }
+        // A bridge with br_netfilter would drop IPv4 with bad checksums
+        // before the BR sees them (the malformed-packet test sends some).
+        lab.vpc
+            .sh("sysctl -qw net.bridge.bridge-nf-call-iptables=0 2>/dev/null || true");
         lab.vpc.sh(
             "ip link add name vpcbr type bridge && ip link set vpcbr up && \
              for p in vpc-gw vpc-ce1 vpc-ce2; do ip link set $p master vpcbr up; done",
         );
+        // veth leaves TCP/UDP checksums to "hardware" that does not exist
+        // (CHECKSUM_PARTIAL); a frame copied to AF_XDP would carry the
+        // partial sum. Real NICs fill it in; here the senders must.
+        lab.lan.sh("ethtool -K lan0 tx off >/dev/null");
         lab.lan.sh(&format!(
             "sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0; \
              ip link set lan0 up && ip -6 addr add {LAN_SERVER}/64 dev lan0 nodad && \
@@ -302,6 +363,7 @@ impl Lab {
              ip -4 addr add {GW_WAN_V4}/16 dev gw-wan"
         ));
         for (ns, v4, v6) in [(&lab.ce1, CE1_V4, CE1_V6), (&lab.ce2, CE2_V4, CE2_V6)] {
+            ns.sh("ethtool -K eth0 tx off >/dev/null");
             ns.sh(&format!(
                 "ip link set eth0 up && ip -4 addr add {v4}/16 dev eth0 && ip -4 route add default via {GW_WAN_V4}"
             ));
@@ -419,4 +481,50 @@ pub fn ping(ns: &Netns, args: &str) -> (u32, String) {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0);
     (received, text)
+}
+
+/// An IPv6 packet (ICMPv6 echo request with a correct checksum).
+pub fn icmpv6_echo(src: &str, dst: &str, hop_limit: u8, payload_len: usize) -> Vec<u8> {
+    let builder = etherparse::PacketBuilder::ipv6(
+        src.parse::<std::net::Ipv6Addr>().expect("src").octets(),
+        dst.parse::<std::net::Ipv6Addr>().expect("dst").octets(),
+        hop_limit,
+    )
+    .icmpv6_echo_request(0x6464, 1);
+    let payload = vec![0x5a; payload_len];
+    let mut out = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut out, &payload).expect("build");
+    out
+}
+
+/// An Ethernet frame with an IPv4 header around `payload` (protocol 41
+/// unless told); `checksum_ok = false` spoils the header checksum.
+pub fn ipv4_frame(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: &str,
+    dst: &str,
+    proto: u8,
+    payload: &[u8],
+    checksum_ok: bool,
+) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut h = etherparse::Ipv4Header::new(
+        payload.len() as u16,
+        64,
+        etherparse::IpNumber(proto),
+        src.parse::<std::net::Ipv4Addr>().expect("src").octets(),
+        dst.parse::<std::net::Ipv4Addr>().expect("dst").octets(),
+    )
+    .expect("header");
+    h.header_checksum = h.calc_header_checksum();
+    if !checksum_ok {
+        h.header_checksum ^= 0x5555;
+    }
+    h.write_raw(&mut f).expect("write");
+    f.extend_from_slice(payload);
+    f
 }

@@ -87,11 +87,8 @@ impl SlowPath {
         }
         req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
         // SAFETY: TUNSETIFF takes a pointer to a live ifreq.
-        cvt(
-            unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF as _, &mut req) },
-            "TUNSETIFF",
-        )
-        .with_context(|| format!("creating TUN interface {tun_name}"))?;
+        let r = unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF as _, &mut req) };
+        cvt(r, "TUNSETIFF").with_context(|| format!("creating TUN interface {tun_name}"))?;
 
         // SAFETY: plain socket(2) calls; results checked and owned.
         let raw41 = owned(cvt(
@@ -145,8 +142,18 @@ impl SlowPath {
             .min()
             .unwrap_or(1280)
             .to_string();
-        // No link-local address: the host sends no MLD or RS into the tunnel.
-        ip(&["link", "set", "dev", name, "addrgenmode", "none"])?;
+        // No link-local address and no multicast: the host sends no MLD or
+        // router solicitations into the tunnel.
+        ip(&[
+            "link",
+            "set",
+            "dev",
+            name,
+            "addrgenmode",
+            "none",
+            "multicast",
+            "off",
+        ])?;
         ip(&["link", "set", "dev", name, "mtu", &mtu, "up"])?;
         self.set_domains(domains)
     }

@@ -54,15 +54,20 @@ pub enum Disposition {
     Drop(DropReason),
 }
 
+/// What [`dispose`] reads besides the frame.
+pub struct Context<'a> {
+    pub relay: &'a Relay,
+    pub fib: &'a Fib,
+    /// The ifindexes of the attached interfaces, in port order.
+    pub ports: &'a [u32],
+    pub counters: &'a Counters,
+}
+
 /// Runs the relay on the Ethernet frame `chunk[head..head + len]` and
-/// decides where it goes. `ports` are the ifindexes of the attached
-/// interfaces, in port order.
+/// decides where it goes.
 pub fn dispose(
-    relay: &Relay,
+    ctx: &Context,
     state: &mut WorkerState,
-    fib: &Fib,
-    ports: &[u32],
-    counters: &Counters,
     chunk: &mut [u8],
     head: usize,
     len: usize,
@@ -77,22 +82,22 @@ pub fn dispose(
     let ethertype = u16::from_be_bytes([frame.data()[12], frame.data()[13]]);
     let _ = frame.pull(ETH_HEADER_LEN);
     let verdict = match ethertype {
-        ETHERTYPE_IPV6 => relay.from_ipv6(state, &mut frame, now_ns),
-        ETHERTYPE_IPV4 => relay.from_ipv4(state, &mut frame, now_ns),
+        ETHERTYPE_IPV6 => ctx.relay.from_ipv6(state, &mut frame, now_ns),
+        ETHERTYPE_IPV4 => ctx.relay.from_ipv4(state, &mut frame, now_ns),
         _ => Verdict::Drop(DropReason::NotIp),
     };
     let egress = match verdict {
         Verdict::Drop(reason) => return Disposition::Drop(reason),
         Verdict::Forward { path, egress } => {
-            counters.path(path);
+            ctx.counters.path(path);
             egress
         }
     };
     let (head, len) = (frame.head(), frame.len());
     let (next_hop, ethertype) = match egress {
         Egress::Host => return Disposition::Host { head, len },
-        Egress::Ipv4 { dst } => (fib.lookup_v4(dst), ETHERTYPE_IPV4),
-        Egress::Ipv6 { dst } => (fib.lookup_v6(dst), ETHERTYPE_IPV6),
+        Egress::Ipv4 { dst } => (ctx.fib.lookup_v4(dst), ETHERTYPE_IPV4),
+        Egress::Ipv6 { dst } => (ctx.fib.lookup_v6(dst), ETHERTYPE_IPV6),
     };
     let to_kernel = || match egress {
         Egress::Ipv4 { dst } => Disposition::KernelIpv4 { dst, head, len },
@@ -105,7 +110,7 @@ pub fn dispose(
             src_mac,
             dst_mac,
         } => {
-            let Some(port) = ports.iter().position(|&p| p == ifindex) else {
+            let Some(port) = ctx.ports.iter().position(|&p| p == ifindex) else {
                 // An egress without XDP: the kernel sends it.
                 return to_kernel();
             };
@@ -218,17 +223,13 @@ impl Worker {
                 for &(addr, len) in &rx[..n] {
                     let (chunk, offset) = self.umem.chunk_mut(addr);
                     let base = addr - offset as u64;
-                    let d = dispose(
-                        self.relay.get(),
-                        &mut state,
-                        self.fib.get(),
-                        &ifindexes,
-                        &self.counters,
-                        chunk,
-                        offset,
-                        len as usize,
-                        now_ns,
-                    );
+                    let ctx = Context {
+                        relay: self.relay.get(),
+                        fib: self.fib.get(),
+                        ports: &ifindexes,
+                        counters: &self.counters,
+                    };
+                    let d = dispose(&ctx, &mut state, chunk, offset, len as usize, now_ns);
                     if let Disposition::Transmit { port, head, len } = d {
                         self.ports[port].tx.push((base + head as u64, len as u32));
                         continue;
@@ -328,16 +329,26 @@ pub fn run_slow_path(
                 };
                 let Ok(n) = read else { break };
                 counters.io(Io::ReceivedKernel, 1);
+                let host_multicast = from_tun && n >= 40 && buf[HEADROOM + 24] == 0xff;
                 let mut frame = Frame::new(&mut buf, HEADROOM, n).expect("n fits the buffer");
                 let now_ns = epoch.elapsed().as_nanos() as u64;
-                let verdict = if from_tun {
+                let verdict = if host_multicast {
+                    Verdict::Drop(DropReason::HostMulticast)
+                } else if from_tun {
                     relay.get().from_ipv6(&mut state, &mut frame, now_ns)
                 } else {
                     relay.get().from_ipv4(&mut state, &mut frame, now_ns)
                 };
                 let (head, len) = (frame.head(), frame.len());
                 let d = match verdict {
-                    Verdict::Drop(reason) => Disposition::Drop(reason),
+                    Verdict::Drop(reason) => {
+                        // The packet as read (a drop leaves the addresses as they were).
+                        tracing::debug!(
+                            "slow path drop ({reason}): {}",
+                            crate::relay::describe(&buf[HEADROOM..HEADROOM + n])
+                        );
+                        Disposition::Drop(reason)
+                    }
                     Verdict::Forward { path, egress } => {
                         counters.path(path);
                         match egress {
@@ -384,6 +395,20 @@ mod tests {
         (relay, fib)
     }
 
+    fn ctx<'a>(
+        relay: &'a Relay,
+        fib: &'a Fib,
+        ports: &'a [u32],
+        counters: &'a Counters,
+    ) -> Context<'a> {
+        Context {
+            relay,
+            fib,
+            ports,
+            counters,
+        }
+    }
+
     fn lan_frame(dst: &str) -> Vec<u8> {
         let mut f = vec![0u8; 256];
         f.extend_from_slice(&GW_LAN_MAC);
@@ -403,11 +428,8 @@ mod tests {
         let mut chunk = lan_frame("2001:db8:0:f096:a60:164::1");
         let len = chunk.len() - 256;
         let d = dispose(
-            &relay,
+            &ctx(&relay, &fib, &[LAN_IF, WAN_IF], &counters),
             &mut st,
-            &fib,
-            &[LAN_IF, WAN_IF],
-            &counters,
             &mut chunk,
             256,
             len,
@@ -439,11 +461,8 @@ mod tests {
         let mut chunk = lan_frame("2001:db8:0:f096:a60:165::1");
         let len = chunk.len() - 256;
         let d = dispose(
-            &relay,
+            &ctx(&relay, &fib, &[LAN_IF, WAN_IF], &counters),
             &mut st,
-            &fib,
-            &[LAN_IF, WAN_IF],
-            &counters,
             &mut chunk,
             256,
             len,
@@ -460,11 +479,8 @@ mod tests {
         // 11.0.0.1 has no route at all.
         let mut chunk = lan_frame("2001:db8:0:f096:b00:1::1");
         let d = dispose(
-            &relay,
+            &ctx(&relay, &fib, &[LAN_IF, WAN_IF], &counters),
             &mut st,
-            &fib,
-            &[LAN_IF, WAN_IF],
-            &counters,
             &mut chunk,
             256,
             len,
@@ -477,11 +493,8 @@ mod tests {
         fib.add_neighbour(9, "11.0.0.1".parse().unwrap(), [1; 6]);
         let mut chunk = lan_frame("2001:db8:0:f096:b00:1::1");
         let d = dispose(
-            &relay,
+            &ctx(&relay, &fib, &[LAN_IF, WAN_IF], &counters),
             &mut st,
-            &fib,
-            &[LAN_IF, WAN_IF],
-            &counters,
             &mut chunk,
             256,
             len,
@@ -498,15 +511,51 @@ mod tests {
         let mut arp = vec![0u8; 64];
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
         assert_eq!(
-            dispose(&relay, &mut st, &fib, &[], &counters, &mut arp, 0, 64, 0),
+            dispose(
+                &Context {
+                    relay: &relay,
+                    fib: &fib,
+                    ports: &[],
+                    counters: &counters
+                },
+                &mut st,
+                &mut arp,
+                0,
+                64,
+                0
+            ),
             Disposition::Drop(DropReason::NotIp)
         );
         assert_eq!(
-            dispose(&relay, &mut st, &fib, &[], &counters, &mut arp, 0, 10, 0),
+            dispose(
+                &Context {
+                    relay: &relay,
+                    fib: &fib,
+                    ports: &[],
+                    counters: &counters
+                },
+                &mut st,
+                &mut arp,
+                0,
+                10,
+                0
+            ),
             Disposition::Drop(DropReason::Truncated)
         );
         assert_eq!(
-            dispose(&relay, &mut st, &fib, &[], &counters, &mut arp, 60, 10, 0),
+            dispose(
+                &Context {
+                    relay: &relay,
+                    fib: &fib,
+                    ports: &[],
+                    counters: &counters
+                },
+                &mut st,
+                &mut arp,
+                60,
+                10,
+                0
+            ),
             Disposition::Drop(DropReason::Truncated)
         );
     }

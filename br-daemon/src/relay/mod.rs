@@ -538,6 +538,29 @@ impl Relay {
     }
 }
 
+/// A one-line description of an IP packet for logs: version, addresses,
+/// protocol. Never panics.
+pub fn describe(packet: &[u8]) -> String {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) if packet.len() >= IPV4_HEADER_LEN => format!(
+            "IPv4 {} -> {} protocol {} length {}",
+            ipv4_at(packet, 12),
+            ipv4_at(packet, 16),
+            packet[9],
+            packet.len()
+        ),
+        Some(6) if packet.len() >= IPV6_HEADER_LEN => format!(
+            "IPv6 {} -> {} next header {} hop limit {} length {}",
+            ipv6_at(packet, 8),
+            ipv6_at(packet, 24),
+            packet[6],
+            packet[7],
+            packet.len()
+        ),
+        _ => format!("{} bytes, not an IP header", packet.len()),
+    }
+}
+
 /// Writes the 20-byte IPv4 header (RFC 4213 §3.5) in front of the IPv6
 /// packet in `frame`.
 fn encapsulate(

@@ -91,6 +91,8 @@ named_enum! {
         TxRingFull => "tx-ring-full",
         /// Forwarder: handing the packet to the kernel (raw socket or TUN) failed.
         KernelSendFailed => "kernel-send-failed",
+        /// Slow path: multicast the host itself sent into the TUN interface (its MLD reports); harmless, a BR relays no multicast.
+        HostMulticast => "host-multicast",
     }
 }
 

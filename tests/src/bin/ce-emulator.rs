@@ -53,10 +53,8 @@ fn main() {
     }
     req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
     // SAFETY: TUNSETIFF with a live ifreq.
-    assert!(
-        unsafe { libc::ioctl(tun, 0x4004_54ca, &mut req) } == 0,
-        "TUNSETIFF"
-    );
+    let r = unsafe { libc::ioctl(tun, 0x4004_54ca, &mut req) };
+    assert!(r == 0, "TUNSETIFF");
     ip(&["link", "set", "dev", dev, "mtu", mtu, "up"]);
     ip(&["-6", "addr", "add", addr, "dev", dev, "nodad"]);
     ip(&["-6", "route", "add", "default", "dev", dev, "metric", "1"]);
@@ -96,7 +94,11 @@ fn main() {
         if fds[0].revents & libc::POLLIN != 0 {
             // SAFETY: buf is live and writable past offset 20.
             let n = unsafe { libc::read(tun, buf[20..].as_mut_ptr().cast(), buf.len() - 20) };
-            if n > 0 {
+            // Like sit, send nothing to multicast or link-local
+            // destinations (the kernel's MLD reports, for one).
+            let link_only = n >= 40
+                && (buf[20 + 24] == 0xff || (buf[20 + 24] == 0xfe && buf[20 + 25] & 0xc0 == 0x80));
+            if n > 0 && !link_only {
                 let total = 20 + n as usize;
                 let h = &mut buf[..20];
                 h.copy_from_slice(&[
