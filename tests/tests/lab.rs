@@ -176,3 +176,136 @@ fn spoofed_martian_and_malformed_packets_are_dropped_and_counted() {
     // Nothing of it reached the LAN: only the counted drops moved.
     assert_eq!(lab.counter("path", "decapsulated"), 0);
 }
+
+/// A TCP exchange with a listener in `server` on `addr`: true when the
+/// client got the echo back.
+fn tcp_echo_works(server: &Netns, addr: &str, client: &Netns) -> bool {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let srv = server.spawn_in(move || {
+        let l = std::net::TcpListener::bind(addr).expect("bind");
+        l.set_nonblocking(true).unwrap();
+        tx.send(()).unwrap();
+        for _ in 0..50 {
+            if let Ok((mut c, _)) = l.accept() {
+                c.set_nonblocking(false).unwrap();
+                let mut b = [0u8; 5];
+                if c.read_exact(&mut b).is_ok() {
+                    let _ = c.write_all(&b);
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5)).expect("listener up");
+    let ok = client.enter(move || {
+        let Ok(mut c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)) else { return false };
+        let _ = c.set_read_timeout(Some(Duration::from_secs(3)));
+        let mut b = [0u8; 5];
+        c.write_all(b"hello").is_ok() && c.read_exact(&mut b).is_ok() && &b == b"hello"
+    });
+    let _ = srv.join();
+    ok
+}
+
+#[test]
+fn gateway_own_traffic_works_with_the_daemon_and_after_kill_9() {
+    let mut lab = lab();
+    let check = |lab: &Lab, when: &str| {
+        let (n, out) = ping(&lab.lan, &format!("-6 -c 2 -i 0.2 {GW_LAN}"));
+        assert_eq!(n, 2, "LAN -> gateway ping {when}\n{out}");
+        let (n, out) = ping(&lab.ce1, &format!("-4 -c 2 -i 0.2 {GW_WAN_V4}"));
+        assert_eq!(n, 2, "CE -> gateway IPv4 ping {when}\n{out}");
+        assert!(tcp_echo_works(&lab.gw, &format!("[{GW_LAN}]:7000"), &lab.lan), "TCP to the gateway {when}");
+    };
+    check(&lab, "with the daemon running");
+    // The BR's own IPv4 address answers pings (the XDP program leaves them to the kernel).
+    let (n, out) = ping(&lab.ce1, &format!("-4 -c 1 {BR_V4}"));
+    assert_eq!(n, 1, "{out}");
+    assert!(lab.counter("action", "pass-br-not-6rd") >= 1);
+
+    let mut daemon = lab.daemon.take().unwrap();
+    daemon.signal(libc::SIGKILL);
+    assert!(daemon.wait_for_exit(Duration::from_secs(5)).is_some());
+    // The kernel removed the XDP program and the TUN interface with the process.
+    for dev in ["gw-lan", "gw-wan"] {
+        assert!(
+            eventually(Duration::from_secs(5), || !lab.gw.sh(&format!("ip -d link show {dev}")).contains("xdp")),
+            "XDP still attached to {dev}"
+        );
+    }
+    assert!(!lab.gw.try_sh("ip link show br6rd0").status.success(), "TUN interface left behind");
+    check(&lab, "after kill -9");
+}
+
+#[test]
+fn slow_path_relays_what_the_gateway_itself_sends() {
+    let lab = lab();
+    // The gateway's kernel routes the 6rd prefix into the TUN interface.
+    let (n, out) = ping(&lab.gw, &format!("-6 -c 3 -i 0.2 {CE1_V6}"));
+    assert_eq!(n, 3, "gateway -> CE1\n{out}\n{}", lab.daemon_output());
+    assert!(lab.counter("io", "rx-kernel") >= 3);
+    // The replies go to the BR's own address: handed to the host.
+    assert!(lab.counter("path", "to-host") >= 3);
+    assert!(lab.counter("io", "tx-host") >= 3);
+}
+
+#[test]
+fn fragmented_protocol_41_is_reassembled_by_the_kernel_and_relayed() {
+    let lab = lab();
+    let gw_mac = lab.gw.mac("gw-wan");
+    let ce_mac = lab.ce1.mac("eth0");
+    // An echo request CE1 -> LAN server, in two IPv4 fragments.
+    let inner = icmpv6_echo(CE1_V6, LAN_SERVER, 64, 200);
+    let (first, second) = inner.split_at(128);
+    let mut f1 = ipv4_frame(gw_mac, ce_mac, CE1_V4, BR_V4, 41, first, true);
+    let mut f2 = ipv4_frame(gw_mac, ce_mac, CE1_V4, BR_V4, 41, second, true);
+    for (f, flags_offset) in [(&mut f1, 0x2000u16), (&mut f2, 128 / 8)] {
+        let ip = &mut f[14..34];
+        ip[4..6].copy_from_slice(&0x4242u16.to_be_bytes());
+        ip[6..8].copy_from_slice(&flags_offset.to_be_bytes());
+        ip[10..12].copy_from_slice(&[0, 0]);
+        let sum = ip.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum::<u32>();
+        let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    }
+    lab.ce1.send_frames("eth0", vec![f1, f2]);
+    assert!(
+        eventually(Duration::from_secs(3), || lab.counter("path", "decapsulated") >= 1),
+        "{}",
+        lab.metrics()
+    );
+    assert_eq!(lab.counter("action", "pass-ipv4-fragment"), 2);
+    assert!(lab.counter("io", "rx-kernel") >= 1);
+}
+
+#[test]
+fn reload_refuses_a_bad_file_and_keeps_running_then_takes_a_good_one() {
+    let lab = lab();
+    let good = std::fs::read_to_string(&lab.config).unwrap();
+    std::fs::write(&lab.config, format!("{good}\nmtu = 900\n")).unwrap();
+    lab.daemon.as_ref().unwrap().signal(libc::SIGHUP);
+    assert!(
+        eventually(Duration::from_secs(5), || lab.daemon_output().contains("reload refused")),
+        "{}",
+        lab.daemon_output()
+    );
+    let log = lab.daemon_output();
+    assert!(log.contains("br.toml:12: mtu = 900 is out of range (1280..=65515)"), "{log}");
+    let (n, out) = ping(&lab.lan, &format!("-6 -c 2 -i 0.2 {CE1_V6}"));
+    assert_eq!(n, 2, "still relaying after a refused reload\n{out}");
+
+    // A good file with a second domain: its CEs are reachable at once.
+    std::fs::write(
+        &lab.config,
+        format!("{good}\n[[domain]]\nname = \"strict\"\nprefix = \"2001:db8:100::/40\"\nipv4-mask-len = 8\nbr-ipv4 = \"{BR_V4}\"\n"),
+    )
+    .unwrap();
+    lab.daemon.as_ref().unwrap().signal(libc::SIGHUP);
+    assert!(eventually(Duration::from_secs(5), || lab.daemon_output().contains("2 domain(s)")), "{}", lab.daemon_output());
+    // 2001:db8:160:164::1 embeds 10.96.1.100 in the strict domain: LAN -> it is encapsulated.
+    ping(&lab.lan, "-6 -c 1 -W 1 2001:db8:160:164::1");
+    assert!(lab.counter("path", "encapsulated") >= 3, "{}", lab.metrics());
+}
