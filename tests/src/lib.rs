@@ -211,7 +211,10 @@ impl Drop for Proc {
 
 /// Spawns a command with stdout and stderr to a log file.
 pub fn spawn(mut cmd: Command, log: PathBuf) -> Proc {
+    use std::os::unix::process::CommandExt;
     let file = std::fs::File::create(&log).expect("create log");
+    // Its own process group: a Ctrl-C meant for the demo does not reach it.
+    cmd.process_group(0);
     let child = cmd
         .stdin(Stdio::null())
         .stdout(file.try_clone().expect("dup log"))

@@ -199,9 +199,12 @@ fn tcp_echo_works(server: &Netns, addr: &str, client: &Netns) -> bool {
             std::thread::sleep(Duration::from_millis(100));
         }
     });
-    rx.recv_timeout(Duration::from_secs(5)).expect("listener up");
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("listener up");
     let ok = client.enter(move || {
-        let Ok(mut c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)) else { return false };
+        let Ok(mut c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)) else {
+            return false;
+        };
         let _ = c.set_read_timeout(Some(Duration::from_secs(3)));
         let mut b = [0u8; 5];
         c.write_all(b"hello").is_ok() && c.read_exact(&mut b).is_ok() && &b == b"hello"
@@ -218,7 +221,10 @@ fn gateway_own_traffic_works_with_the_daemon_and_after_kill_9() {
         assert_eq!(n, 2, "LAN -> gateway ping {when}\n{out}");
         let (n, out) = ping(&lab.ce1, &format!("-4 -c 2 -i 0.2 {GW_WAN_V4}"));
         assert_eq!(n, 2, "CE -> gateway IPv4 ping {when}\n{out}");
-        assert!(tcp_echo_works(&lab.gw, &format!("[{GW_LAN}]:7000"), &lab.lan), "TCP to the gateway {when}");
+        assert!(
+            tcp_echo_works(&lab.gw, &format!("[{GW_LAN}]:7000"), &lab.lan),
+            "TCP to the gateway {when}"
+        );
     };
     check(&lab, "with the daemon running");
     // The BR's own IPv4 address answers pings (the XDP program leaves them to the kernel).
@@ -232,11 +238,17 @@ fn gateway_own_traffic_works_with_the_daemon_and_after_kill_9() {
     // The kernel removed the XDP program and the TUN interface with the process.
     for dev in ["gw-lan", "gw-wan"] {
         assert!(
-            eventually(Duration::from_secs(5), || !lab.gw.sh(&format!("ip -d link show {dev}")).contains("xdp")),
+            eventually(Duration::from_secs(5), || !lab
+                .gw
+                .sh(&format!("ip -d link show {dev}"))
+                .contains("xdp")),
             "XDP still attached to {dev}"
         );
     }
-    assert!(!lab.gw.try_sh("ip link show br6rd0").status.success(), "TUN interface left behind");
+    assert!(
+        !lab.gw.try_sh("ip link show br6rd0").status.success(),
+        "TUN interface left behind"
+    );
     check(&lab, "after kill -9");
 }
 
@@ -267,13 +279,18 @@ fn fragmented_protocol_41_is_reassembled_by_the_kernel_and_relayed() {
         ip[4..6].copy_from_slice(&0x4242u16.to_be_bytes());
         ip[6..8].copy_from_slice(&flags_offset.to_be_bytes());
         ip[10..12].copy_from_slice(&[0, 0]);
-        let sum = ip.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum::<u32>();
+        let sum = ip
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum::<u32>();
         let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
         ip[10..12].copy_from_slice(&sum.to_be_bytes());
     }
     lab.ce1.send_frames("eth0", vec![f1, f2]);
     assert!(
-        eventually(Duration::from_secs(3), || lab.counter("path", "decapsulated") >= 1),
+        eventually(Duration::from_secs(3), || lab
+            .counter("path", "decapsulated")
+            >= 1),
         "{}",
         lab.metrics()
     );
@@ -288,12 +305,17 @@ fn reload_refuses_a_bad_file_and_keeps_running_then_takes_a_good_one() {
     std::fs::write(&lab.config, format!("{good}\nmtu = 900\n")).unwrap();
     lab.daemon.as_ref().unwrap().signal(libc::SIGHUP);
     assert!(
-        eventually(Duration::from_secs(5), || lab.daemon_output().contains("reload refused")),
+        eventually(Duration::from_secs(5), || lab
+            .daemon_output()
+            .contains("reload refused")),
         "{}",
         lab.daemon_output()
     );
     let log = lab.daemon_output();
-    assert!(log.contains("br.toml:12: mtu = 900 is out of range (1280..=65515)"), "{log}");
+    assert!(
+        log.contains("br.toml:12: mtu = 900 is out of range (1280..=65515)"),
+        "{log}"
+    );
     let (n, out) = ping(&lab.lan, &format!("-6 -c 2 -i 0.2 {CE1_V6}"));
     assert_eq!(n, 2, "still relaying after a refused reload\n{out}");
 
@@ -304,8 +326,18 @@ fn reload_refuses_a_bad_file_and_keeps_running_then_takes_a_good_one() {
     )
     .unwrap();
     lab.daemon.as_ref().unwrap().signal(libc::SIGHUP);
-    assert!(eventually(Duration::from_secs(5), || lab.daemon_output().contains("2 domain(s)")), "{}", lab.daemon_output());
+    assert!(
+        eventually(Duration::from_secs(5), || lab
+            .daemon_output()
+            .contains("2 domain(s)")),
+        "{}",
+        lab.daemon_output()
+    );
     // 2001:db8:160:164::1 embeds 10.96.1.100 in the strict domain: LAN -> it is encapsulated.
     ping(&lab.lan, "-6 -c 1 -W 1 2001:db8:160:164::1");
-    assert!(lab.counter("path", "encapsulated") >= 3, "{}", lab.metrics());
+    assert!(
+        lab.counter("path", "encapsulated") >= 3,
+        "{}",
+        lab.metrics()
+    );
 }
