@@ -1,0 +1,99 @@
+//! The operator commands as an operator runs them: SCENARIO.md's Cisco
+//! configuration imported, then mapped and turned into CE configuration.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+const CISCO: &str = "ipv6 unicast-routing
+!
+interface GigabitEthernet 0/1
+  ipv6 address 2001:db8:0:f013::110/64
+!
+interface loopback 1
+  ip address 10.255.255.222 255.255.255.255
+!
+interface Tunnel0
+  ipv6 address 2001:db8:0:f096:0aff:ffde::1/96
+  tunnel source loopback 1
+  tunnel mode ipv6ip 6rd
+  tunnel 6rd prefix 2001:db8:0:f096::/64
+!
+ipv6 route 2001:db8:0:f096:AFF:FFDE::/96 Null0
+ipv6 route 2001:db8:0:f096::/64 Tunnel0
+";
+
+fn br(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_br-daemon")).args(args).output().expect("run br-daemon")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("br-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn import_check_map_and_ce_config_from_the_cisco_configuration() {
+    let dir = temp_dir("import");
+    let cisco = dir.join("cisco.txt");
+    std::fs::write(&cisco, CISCO).unwrap();
+    let imported = br(&["import-cisco", cisco.to_str().unwrap()]);
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    assert!(stderr(&imported).contains("cisco.txt:4: not used"), "{}", stderr(&imported));
+    let toml = dir.join("br.toml");
+    std::fs::write(&toml, stdout(&imported)).unwrap();
+    let t = toml.to_str().unwrap();
+
+    let check = br(&["check-config", t]);
+    assert!(check.status.success(), "{}", stderr(&check));
+    assert!(stderr(&check).contains("RFC 5969 §4"), "the /96 departure is explained: {}", stderr(&check));
+
+    assert_eq!(stdout(&br(&["map", "10.96.1.100", "--config", t])), "2001:db8:0:f096:a60:164::/96\n");
+    assert_eq!(stdout(&br(&["map", "2001:db8:0:f096:a60:164::1", "--config", t])), "10.96.1.100\n");
+    assert_eq!(
+        stdout(&br(&["map", "2001:db8:0:f096:a60:164::1", "--prefix", "2001:db8:0:f096::/64"])),
+        "10.96.1.100\n"
+    );
+
+    let ce = br(&["ce-config", "10.96.1.100", "--config", t]);
+    assert!(ce.status.success(), "{}", stderr(&ce));
+    let text = stdout(&ce);
+    for line in [
+        "ip tunnel 6rd dev sit1 6rd-prefix 2001:db8:0:f096::/64 6rd-relay_prefix 10.96.1.100/32",
+        "ip -6 route add default via ::10.255.255.222 dev sit1 metric 1",
+        "IPV6TUNNELIPV4LOCAL=10.96.1.100",
+        "IPV6_DEFAULTGW=::10.255.255.222",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?}:\n{text}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn check_config_reports_file_line_and_reason_and_fails() {
+    let dir = temp_dir("bad");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[relay]\ninterfaces = [\"eth0\"]\nqueues = 0\n\n[[domain]]\nprefix = \"2001:db8::/100\"\nbr-ipv4 = \"10.0.0.1\"\n").unwrap();
+    let out = br(&["check-config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("bad.toml:3: queues = 0 is out of range (1..=64)"), "{err}");
+    assert!(err.contains("bad.toml:6: domain \"domain1\": 6rd prefix /100 plus 32 embedded IPv4 bits"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn help_lists_every_command() {
+    let help = stdout(&br(&["--help"]));
+    for cmd in ["run", "map", "ce-config", "import-cisco", "check-config", "counters"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+}
