@@ -534,6 +534,14 @@ mtu = 1000
     }
 
     #[test]
+    fn the_documented_example_is_valid() {
+        let text = include_str!("../../docs/br-daemon.example.toml");
+        let c = Config::parse(text, "docs/br-daemon.example.toml").unwrap();
+        assert_eq!(c.queues, 2);
+        assert_eq!(c.domains[0].br_ipv6(), "2001:db8:0:f096:aff:ffde::1".parse::<std::net::Ipv6Addr>().unwrap());
+    }
+
+    #[test]
     fn no_domain_is_an_error() {
         let p = problems("[relay]\ninterfaces = [\"eth0\"]\n");
         assert!(p[0].1.contains("at least one 6rd domain"));

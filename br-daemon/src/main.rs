@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use br_daemon::config::Config;
+use br_daemon::dataplane::counters::Io;
 use br_daemon::relay::{Domain, DomainSpec, DropReason, Path};
 use br_daemon::{ce_config, cisco, lookup};
 use clap::{Args, Parser, Subcommand};
@@ -69,8 +70,13 @@ enum Command {
     /// Check a configuration file: exit 0 when valid, else print
     /// file:line: reason for each mistake.
     CheckConfig { file: PathBuf },
-    /// List every counter name with its meaning.
-    Counters,
+    /// List every counter with its meaning; with --live, the running
+    /// daemon's non-zero counters.
+    Counters {
+        /// Read the counters of the daemon serving this address.
+        #[arg(long, num_args = 0..=1, default_missing_value = br_daemon::config::DEFAULT_METRICS, value_name = "ADDRESS")]
+        live: Option<String>,
+    },
 }
 
 /// Where the 6rd domain comes from: a configuration file, or flags.
@@ -203,16 +209,40 @@ fn run(command: Command) -> Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
-        Command::Counters => {
+        Command::Counters { live: None } => {
+            for io in Io::ALL {
+                println!("{:<26} {}", io.name(), io.meaning());
+            }
             for p in Path::ALL {
-                println!("{:<24} {}", p.name(), p.meaning());
+                println!("{:<26} {}", p.name(), p.meaning());
             }
             for r in DropReason::ALL {
-                println!("drop:{:<19} {}", r.name(), r.meaning());
+                println!("drop:{:<21} {}", r.name(), r.meaning());
+            }
+            for (name, meaning) in br_ebpf::STAT_NAMES {
+                println!("xdp:{name:<22} {meaning}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Counters { live: Some(addr) } => {
+            let text = fetch_metrics(&addr)?;
+            for line in text.lines().filter(|l| l.starts_with("br6rd_") && !l.ends_with(" 0")) {
+                println!("{line}");
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn fetch_metrics(addr: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr)
+        .with_context(|| format!("no br-daemon answers on {addr} (is it running? is metrics set?)"))?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 fn br_daemon_run(config: &std::path::Path) -> Result<ExitCode> {

@@ -97,3 +97,14 @@ fn help_lists_every_command() {
         assert!(help.contains(cmd), "{help}");
     }
 }
+
+#[test]
+fn every_counter_is_documented() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/counters.md")).unwrap();
+    let names = stdout(&br(&["counters"]));
+    for line in names.lines() {
+        let name = line.split_whitespace().next().unwrap();
+        let name = name.trim_start_matches("drop:").trim_start_matches("xdp:");
+        assert!(doc.contains(&format!("`{name}`")), "docs/counters.md does not explain {name}");
+    }
+}
