@@ -538,7 +538,12 @@ mtu = 1000
         let text = include_str!("../../docs/br-daemon.example.toml");
         let c = Config::parse(text, "docs/br-daemon.example.toml").unwrap();
         assert_eq!(c.queues, 2);
-        assert_eq!(c.domains[0].br_ipv6(), "2001:db8:0:f096:aff:ffde::1".parse::<std::net::Ipv6Addr>().unwrap());
+        assert_eq!(
+            c.domains[0].br_ipv6(),
+            "2001:db8:0:f096:aff:ffde::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+        );
     }
 
     #[test]

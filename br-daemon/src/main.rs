@@ -226,7 +226,10 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Counters { live: Some(addr) } => {
             let text = fetch_metrics(&addr)?;
-            for line in text.lines().filter(|l| l.starts_with("br6rd_") && !l.ends_with(" 0")) {
+            for line in text
+                .lines()
+                .filter(|l| l.starts_with("br6rd_") && !l.ends_with(" 0"))
+            {
                 println!("{line}");
             }
             Ok(ExitCode::SUCCESS)
@@ -236,8 +239,9 @@ fn run(command: Command) -> Result<ExitCode> {
 
 fn fetch_metrics(addr: &str) -> Result<String> {
     use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(addr)
-        .with_context(|| format!("no br-daemon answers on {addr} (is it running? is metrics set?)"))?;
+    let mut conn = std::net::TcpStream::connect(addr).with_context(|| {
+        format!("no br-daemon answers on {addr} (is it running? is metrics set?)")
+    })?;
     conn.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
     conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
     let mut text = String::new();

@@ -23,7 +23,10 @@ ipv6 route 2001:db8:0:f096::/64 Tunnel0
 ";
 
 fn br(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_br-daemon")).args(args).output().expect("run br-daemon")
+    Command::new(env!("CARGO_BIN_EXE_br-daemon"))
+        .args(args)
+        .output()
+        .expect("run br-daemon")
 }
 
 fn stdout(o: &Output) -> String {
@@ -47,19 +50,38 @@ fn import_check_map_and_ce_config_from_the_cisco_configuration() {
     std::fs::write(&cisco, CISCO).unwrap();
     let imported = br(&["import-cisco", cisco.to_str().unwrap()]);
     assert!(imported.status.success(), "{}", stderr(&imported));
-    assert!(stderr(&imported).contains("cisco.txt:4: not used"), "{}", stderr(&imported));
+    assert!(
+        stderr(&imported).contains("cisco.txt:4: not used"),
+        "{}",
+        stderr(&imported)
+    );
     let toml = dir.join("br.toml");
     std::fs::write(&toml, stdout(&imported)).unwrap();
     let t = toml.to_str().unwrap();
 
     let check = br(&["check-config", t]);
     assert!(check.status.success(), "{}", stderr(&check));
-    assert!(stderr(&check).contains("RFC 5969 §4"), "the /96 departure is explained: {}", stderr(&check));
+    assert!(
+        stderr(&check).contains("RFC 5969 §4"),
+        "the /96 departure is explained: {}",
+        stderr(&check)
+    );
 
-    assert_eq!(stdout(&br(&["map", "10.96.1.100", "--config", t])), "2001:db8:0:f096:a60:164::/96\n");
-    assert_eq!(stdout(&br(&["map", "2001:db8:0:f096:a60:164::1", "--config", t])), "10.96.1.100\n");
     assert_eq!(
-        stdout(&br(&["map", "2001:db8:0:f096:a60:164::1", "--prefix", "2001:db8:0:f096::/64"])),
+        stdout(&br(&["map", "10.96.1.100", "--config", t])),
+        "2001:db8:0:f096:a60:164::/96\n"
+    );
+    assert_eq!(
+        stdout(&br(&["map", "2001:db8:0:f096:a60:164::1", "--config", t])),
+        "10.96.1.100\n"
+    );
+    assert_eq!(
+        stdout(&br(&[
+            "map",
+            "2001:db8:0:f096:a60:164::1",
+            "--prefix",
+            "2001:db8:0:f096::/64"
+        ])),
         "10.96.1.100\n"
     );
 
@@ -85,26 +107,43 @@ fn check_config_reports_file_line_and_reason_and_fails() {
     let out = br(&["check-config", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("bad.toml:3: queues = 0 is out of range (1..=64)"), "{err}");
-    assert!(err.contains("bad.toml:6: domain \"domain1\": 6rd prefix /100 plus 32 embedded IPv4 bits"), "{err}");
+    assert!(
+        err.contains("bad.toml:3: queues = 0 is out of range (1..=64)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.toml:6: domain \"domain1\": 6rd prefix /100 plus 32 embedded IPv4 bits"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn help_lists_every_command() {
     let help = stdout(&br(&["--help"]));
-    for cmd in ["run", "map", "ce-config", "import-cisco", "check-config", "counters"] {
+    for cmd in [
+        "run",
+        "map",
+        "ce-config",
+        "import-cisco",
+        "check-config",
+        "counters",
+    ] {
         assert!(help.contains(cmd), "{help}");
     }
 }
 
 #[test]
 fn every_counter_is_documented() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/counters.md")).unwrap();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/counters.md"))
+        .unwrap();
     let names = stdout(&br(&["counters"]));
     for line in names.lines() {
         let name = line.split_whitespace().next().unwrap();
         let name = name.trim_start_matches("drop:").trim_start_matches("xdp:");
-        assert!(doc.contains(&format!("`{name}`")), "docs/counters.md does not explain {name}");
+        assert!(
+            doc.contains(&format!("`{name}`")),
+            "docs/counters.md does not explain {name}"
+        );
     }
 }

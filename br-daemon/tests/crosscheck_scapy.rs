@@ -83,7 +83,9 @@ fn scapy_agrees_with_what_we_build() {
     let too_big = run(&r, &echo(lan, ce, 64, 0, 1400), false);
     let expired = run(&r, &echo(lan, ce, 1, 0, 8), false);
     // Time Exceeded for a CE goes back through the tunnel.
-    let mut from_ce = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 41, 0, 0, 10, 96, 1, 100, 10, 255, 255, 222];
+    let mut from_ce = vec![
+        0x45, 0, 0, 0, 0, 0, 0, 0, 64, 41, 0, 0, 10, 96, 1, 100, 10, 255, 255, 222,
+    ];
     from_ce.extend(echo(ce, lan, 1, 0, 8));
     let total = from_ce.len() as u16;
     from_ce[2..4].copy_from_slice(&total.to_be_bytes());
@@ -106,10 +108,19 @@ fn scapy_agrees_with_what_we_build() {
         hex(&expired),
         hex(&expired_to_ce)
     );
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "scapy failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "scapy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],
