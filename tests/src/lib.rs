@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub mod vm;
+
 pub const LAN_SERVER: &str = "2001:db8:0:100:5054:1cff:fe93:3ea8";
 pub const GW_LAN: &str = "2001:db8:0:f013::110";
 pub const GW_LAN_SUBNET_ADDR: &str = "2001:db8:0:100::1";
@@ -255,7 +257,12 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 #[derive(Clone, Debug)]
 pub struct LabOptions {
     pub queues: u16,
+    /// Lines added to the [relay] table.
     pub extra_config: String,
+    /// Tables added after the SCENARIO domain (more [[domain]]s).
+    pub extra_domains: String,
+    /// Start the user-space CEs in ns ce1 and ce2 (false: the test brings its own).
+    pub emulated_ces: bool,
     /// The ce-emulator binary (tests pass env!("CARGO_BIN_EXE_ce-emulator")).
     pub ce_emulator: PathBuf,
 }
@@ -365,7 +372,12 @@ impl Lab {
              ip -6 addr add {GW_LAN}/64 dev gw-lan nodad && ip -6 addr add {GW_LAN_SUBNET_ADDR}/64 dev gw-lan nodad && \
              ip -4 addr add {GW_WAN_V4}/16 dev gw-wan"
         ));
-        for (ns, v4, v6) in [(&lab.ce1, CE1_V4, CE1_V6), (&lab.ce2, CE2_V4, CE2_V6)] {
+        let emulated: &[(&Netns, &str, &str)] = if opts.emulated_ces {
+            &[(&lab.ce1, CE1_V4, CE1_V6), (&lab.ce2, CE2_V4, CE2_V6)]
+        } else {
+            &[]
+        };
+        for &(ns, v4, v6) in emulated {
             ns.sh("ethtool -K eth0 tx off >/dev/null");
             ns.sh(&format!(
                 "ip link set eth0 up && ip -4 addr add {v4}/16 dev eth0 && ip -4 route add default via {GW_WAN_V4}"
@@ -379,17 +391,17 @@ impl Lab {
             &lab.config,
             format!(
                 "[relay]\ninterfaces = [\"gw-lan\", \"gw-wan\"]\nqueues = {q}\n{}\n\n\
-                 [[domain]]\nname = \"vpc\"\nprefix = \"2001:db8:0:f096::/64\"\nipv4-mask-len = 0\nbr-ipv4 = \"{BR_V4}\"\n",
-                opts.extra_config
+                 [[domain]]\nname = \"vpc\"\nprefix = \"2001:db8:0:f096::/64\"\nipv4-mask-len = 0\nbr-ipv4 = \"{BR_V4}\"\n{}",
+                opts.extra_config, opts.extra_domains
             ),
         )
         .expect("write config");
-        lab.start_daemon();
+        lab.start_daemon(opts.emulated_ces);
         lab
     }
 
     /// Starts br-daemon in the gateway namespace and waits for its counters.
-    pub fn start_daemon(&mut self) {
+    pub fn start_daemon(&mut self, wait_for_ces: bool) {
         let mut cmd = self
             .gw
             .command(daemon_binary().to_str().expect("utf-8 path"));
@@ -402,7 +414,12 @@ impl Lab {
         });
         assert!(up, "br-daemon did not come up:\n{}", self.daemon_output());
         // The CEs' TUN interfaces are up by now as well.
-        for ce in [&self.ce1, &self.ce2] {
+        let ces: &[&Netns] = if wait_for_ces {
+            &[&self.ce1, &self.ce2]
+        } else {
+            &[]
+        };
+        for ce in ces {
             assert!(
                 eventually(Duration::from_secs(10), || ce
                     .try_sh("ip -6 route show default | grep -q sit1")

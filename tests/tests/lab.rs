@@ -9,6 +9,8 @@ fn lab() -> Lab {
     Lab::start(LabOptions {
         queues: 2,
         extra_config: String::new(),
+        extra_domains: String::new(),
+        emulated_ces: true,
         ce_emulator: env!("CARGO_BIN_EXE_ce-emulator").into(),
     })
 }

@@ -34,6 +34,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "tcpdump",
     "python3-scapy",
     "procps",
+    "qemu-system-x86",
 ];
 
 fn installed(package: &str) -> bool {

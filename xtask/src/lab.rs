@@ -42,6 +42,8 @@ pub fn demo(duration: Option<u64>) -> Result<()> {
     let mut lab = Lab::start(LabOptions {
         queues: 2,
         extra_config: String::new(),
+        extra_domains: String::new(),
+        emulated_ces: true,
         ce_emulator: target.join("ce-emulator"),
     });
     println!("br-daemon is running with {}:", lab.config.display());
