@@ -108,6 +108,7 @@ struct RawDomain {
     ipv4_mask_len: Option<Spanned<i64>>,
     br_ipv4: Spanned<toml::Value>,
     br_ipv6: Option<Spanned<String>>,
+    icmp_source: Option<Spanned<String>>,
     ce_ipv4_prefix: Option<Spanned<String>>,
     mtu: Option<Spanned<i64>>,
     ttl: Option<Spanned<i64>>,
@@ -386,6 +387,10 @@ fn domain_spec(lines: &mut Lines, d: &RawDomain, index: usize) -> Option<DomainS
         .br_ipv6
         .as_ref()
         .and_then(|a| lines.parse(a, "br-ipv6", "an IPv6 address"));
+    let icmp_source: Option<Ipv6Addr> = d
+        .icmp_source
+        .as_ref()
+        .and_then(|a| lines.parse(a, "icmp-source", "an IPv6 address"));
     let ce_sample: Option<ipnet::Ipv4Net> = d
         .ce_ipv4_prefix
         .as_ref()
@@ -416,6 +421,7 @@ fn domain_spec(lines: &mut Lines, d: &RawDomain, index: usize) -> Option<DomainS
         ipv4_mask_len: mask_len?,
         br_ipv4,
         br_ipv6,
+        icmp_source,
         ce_ipv4_sample: ce_sample.map(|p| p.network()),
         mtu: mtu?,
         ttl: ttl?,

@@ -287,6 +287,38 @@ fn real_linux_ces_in_both_domains() {
         "CE 1's sit drops the BR's Time Exceeded"
     );
 
+    // With icmp-source outside the 6rd prefix (the BR's LAN address), CE 1
+    // accepts the same error. Set by a reload, as an operator would.
+    let text = std::fs::read_to_string(&lab.config).unwrap().replacen(
+        "br-ipv4 = \"10.255.255.222\"\n",
+        &format!("br-ipv4 = \"10.255.255.222\"\nicmp-source = \"{GW_LAN}\"\n"),
+        1,
+    );
+    std::fs::write(&lab.config, text).unwrap();
+    lab.daemon.as_ref().unwrap().signal(libc::SIGHUP);
+    assert!(eventually(Duration::from_secs(5), || lab
+        .daemon_output()
+        .matches("reloaded")
+        .count()
+        == 1));
+    let snmp = |vm: &mut Vm| -> u64 {
+        let out = vm.must("grep Icmp6InTimeExcds /proc/net/snmp6");
+        out.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    let (errors, received_te) = (sit_rx_errors(ce1), snmp(ce1));
+    ce1.must("echo 1 > /proc/sys/net/ipv6/conf/sit1/hop_limit");
+    ce1.run(
+        &format!("ping -6 -c 1 -W 1 {LAN_SERVER}"),
+        Duration::from_secs(20),
+    );
+    ce1.must("echo 64 > /proc/sys/net/ipv6/conf/sit1/hop_limit");
+    assert_eq!(sit_rx_errors(ce1), errors, "accepted this time");
+    assert_eq!(
+        snmp(ce1),
+        received_te + 1,
+        "CE 1 received the Time Exceeded"
+    );
+
     // The RFC domain: CE 3 sends to the BR's own 6rd address directly (sit
     // maps it to 10.255.255.222 itself) and accepts the answer, whose
     // inner source embeds the outer one.

@@ -37,6 +37,10 @@ pub struct DomainSpec {
     /// The BR's own IPv6 address in the domain. Derived from the first BR
     /// IPv4 address (`<delegated prefix>::1`) when not given.
     pub br_ipv6: Option<Ipv6Addr>,
+    /// Source of the ICMPv6 errors the BR sends for this domain; default
+    /// the BR's own 6rd address. Linux CEs with a /32 relay prefix drop
+    /// errors from inside their 6rd prefix (docs/linux-ce.md).
+    pub icmp_source: Option<Ipv6Addr>,
     /// An address inside the CEs' common IPv4 prefix, when the BR's own
     /// IPv4 address is not in it (the prefix is its first IPv4MaskLen bits).
     pub ce_ipv4_sample: Option<Ipv4Addr>,
@@ -55,6 +59,7 @@ impl DomainSpec {
             ipv4_mask_len,
             br_ipv4: vec![br_ipv4],
             br_ipv6: None,
+            icmp_source: None,
             ce_ipv4_sample: None,
             mtu: DEFAULT_TUNNEL_MTU,
             ttl: DEFAULT_TTL,
@@ -97,6 +102,8 @@ pub enum DomainError {
     BrOutsideCommonPrefix { br: Ipv4Addr, common: Ipv4Net },
     #[error("br-ipv6 {0} is not inside the 6rd prefix {1}")]
     BrIpv6OutsidePrefix(Ipv6Addr, Ipv6Net),
+    #[error("icmp-source {0} cannot be the source of a packet (unspecified, multicast, loopback or link-local)")]
+    BadIcmpSource(Ipv6Addr),
     #[error("tunnel MTU {0} is below the IPv6 minimum of 1280 (RFC 8200 §5)")]
     MtuTooSmall(u16),
     #[error("tunnel MTU {0} does not fit in an IPv4 packet with a 20-byte header (at most 65515)")]
@@ -135,6 +142,7 @@ pub struct Domain {
     embedded_bits: u8,
     br_ipv4: Vec<Ipv4Addr>,
     br_ipv6: Ipv6Addr,
+    icmp_source: Option<Ipv6Addr>,
     /// The BR's own delegated prefix (routed to Null0 on the Cisco box).
     br_prefix: Option<Ipv6Net>,
     mtu: u16,
@@ -190,6 +198,15 @@ impl Domain {
         if spec.ttl == 0 {
             return Err(DomainError::ZeroTtl);
         }
+        if let Some(a) = spec.icmp_source {
+            if a.is_unspecified()
+                || a.is_multicast()
+                || a.is_loopback()
+                || a.is_unicast_link_local()
+            {
+                return Err(DomainError::BadIcmpSource(a));
+            }
+        }
         let first_br = *spec.br_ipv4.first().ok_or(DomainError::NoBrAddress)?;
         for br in &spec.br_ipv4 {
             if is_martian_ipv4(*br) {
@@ -208,6 +225,7 @@ impl Domain {
             embedded_bits: embedded,
             br_ipv4: spec.br_ipv4.clone(),
             br_ipv6: Ipv6Addr::UNSPECIFIED,
+            icmp_source: spec.icmp_source,
             br_prefix: None,
             mtu: spec.mtu,
             ttl: spec.ttl,
@@ -316,6 +334,10 @@ impl Domain {
     /// The BR's own IPv6 address in the domain (source of ICMPv6 it sends).
     pub fn br_ipv6(&self) -> Ipv6Addr {
         self.br_ipv6
+    }
+    /// Source of the ICMPv6 errors the BR originates for this domain.
+    pub fn icmp_source(&self) -> Ipv6Addr {
+        self.icmp_source.unwrap_or(self.br_ipv6)
     }
     /// The BR's own delegated prefix, when its IPv4 address is in the domain.
     pub fn br_prefix(&self) -> Option<Ipv6Net> {

@@ -340,8 +340,8 @@ impl Relay {
         })
     }
 
-    /// Replaces the packet with an ICMPv6 error from `domain`'s BR address
-    /// and routes it: natively, or encapsulated when it goes to a CE.
+    /// Replaces the packet with an ICMPv6 error from `domain`'s ICMP source
+    /// (its BR address unless configured) and routes it: natively, or encapsulated when it goes to a CE.
     fn answer(
         &self,
         state: &mut WorkerState,
@@ -365,7 +365,7 @@ impl Relay {
         if !state.icmp.allow(now_ns) {
             return Err(DropReason::IcmpRateLimited);
         }
-        if !write_icmpv6_error(frame, domain.br_ipv6(), error) {
+        if !write_icmpv6_error(frame, domain.icmp_source(), error) {
             return Err(DropReason::NoHeadroom);
         }
         let dst = ipv6_at(frame.data(), 24);

@@ -666,3 +666,29 @@ fn icmpv4_that_cannot_be_relayed_is_dropped() {
         DropReason::Icmpv4NotRelayable
     );
 }
+
+#[test]
+fn icmp_errors_come_from_the_configured_source() {
+    let mut spec = DomainSpec::new(
+        "vpc",
+        "2001:db8:0:f096::/64".parse().unwrap(),
+        0,
+        v4("10.255.255.222"),
+    );
+    spec.icmp_source = Some(v6("2001:db8:0:f013::110"));
+    let relay = Relay::new(
+        Domains::new(vec![Domain::new(&spec).unwrap().0]).unwrap(),
+        IcmpRate::default(),
+    );
+    let mut st = relay.worker_state(0);
+    let inner = echo(CE1_V6, LAN_SERVER, 1, 0, 8);
+    let p = ipv4("10.96.1.100", "10.255.255.222", 0, 41, &inner);
+    let (_, out) = run(&relay, &mut st, &p, true, 1);
+    assert_eq!(ipv6_at(&out[20..], 8), v6("2001:db8:0:f013::110"));
+    assert_icmpv6_checksum(&out[20..]);
+    spec.icmp_source = Some(v6("ff02::1"));
+    assert!(matches!(
+        Domain::new(&spec),
+        Err(DomainError::BadIcmpSource(_))
+    ));
+}
