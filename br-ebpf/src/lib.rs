@@ -28,6 +28,15 @@ pub fn object() -> &'static [u8] {
     &OBJECT.0
 }
 
+static BENCH_OBJECT: &Aligned<[u8]> =
+    &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/bench.bpf.o")));
+
+/// The benchmark's helper programs (`bench_sink`, `bench_redirect`), not
+/// part of the BR.
+pub fn bench_object() -> &'static [u8] {
+    &BENCH_OBJECT.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

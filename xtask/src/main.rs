@@ -5,6 +5,7 @@
 //! checks formatting and lints and runs every test, the privileged
 //! network-namespace tests and a short fuzz run included.
 
+mod bench;
 mod deps;
 mod lab;
 
@@ -42,6 +43,16 @@ enum Task {
         #[arg(long)]
         duration: Option<u64>,
     },
+    /// Benchmark the BR against kernel forwarding and an XDP redirect,
+    /// measured in the same run; writes target/bench/.
+    Bench {
+        /// The main scenarios only (minimum frames), in under 3 minutes.
+        #[arg(long)]
+        quick: bool,
+        /// Only the scenarios whose name contains this.
+        #[arg(long)]
+        only: Option<String>,
+    },
     /// Fuzz the relay's entry points with libFuzzer.
     Fuzz {
         #[arg(long, default_value_t = 60)]
@@ -61,6 +72,7 @@ fn main() -> Result<()> {
             None => lab::demo(duration),
         },
         Task::Fuzz { seconds } => fuzz(seconds),
+        Task::Bench { quick, only } => bench::bench(quick, only),
     }
 }
 
@@ -86,7 +98,7 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 

@@ -1,0 +1,720 @@
+//! `cargo xtask bench`: throughput of the BR against two baselines measured
+//! in the same run, on the same topology:
+//!
+//! ```text
+//!  ns gen                  ns gw                         ns sink
+//!  gen0 ──────────────── in0 [XDP]   out0 [XDP] ──────── sink0 [XDP: count, drop]
+//!  AF_XDP generator       br-daemon | kernel forwarding | XDP redirect
+//! ```
+//!
+//! This kernel has no pktgen; the generator is an AF_XDP transmitter here
+//! (the BR's own ring code, copy mode), pinned to its own CPU. (The XDP
+//! live-frames test run that xdp-trafficgen uses was tried: each call costs
+//! about 20 ms, so it sends in bursts that overflow veth's 256-frame ring;
+//! see docs/benchmarks.md.)
+//! Every scenario reports the offered and forwarded rate at full speed and
+//! the zero-loss rate found by binary search (RFC 2544 §26.1 / RFC 8219).
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use aya::maps::{DevMap, MapData, PerCpuArray};
+use aya::programs::{Xdp, XdpMode};
+use aya::Ebpf;
+use br_daemon::dataplane::xsk::{RingSizes, Umem, XskSocket, FRAME_SIZE};
+use br_tests::{spawn, Netns, Proc};
+
+const BR_V4: Ipv4Addr = Ipv4Addr::new(10, 255, 255, 222);
+const LAN_SERVER: &str = "2001:db8:0:100:5054:1cff:fe93:3ea8";
+const LAN_HOST: &str = "2001:db8:ee::2";
+const GEN_CPU: usize = 1;
+const BR_CPU: usize = 0;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stream {
+    /// LAN IPv6 to CEs: encapsulation.
+    Encap,
+    /// CE protocol 41 to the LAN: decapsulation.
+    Decap,
+    /// CE to CE: decapsulation and encapsulation.
+    Hairpin,
+    /// Encap and decap alternating.
+    Mix,
+    /// Plain IPv6 to the LAN prefix, for the baselines.
+    Plain,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Forwarder {
+    Br,
+    Kernel,
+    XdpRedirect,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Size {
+    Min,
+    Imix,
+    Large,
+}
+
+#[derive(Clone, Debug)]
+struct Scenario {
+    name: String,
+    forwarder: Forwarder,
+    stream: Stream,
+    size: Size,
+    flows: u32,
+    queues: u16,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Outcome {
+    offered_pps: f64,
+    forwarded_pps: f64,
+    loss_pct: f64,
+    zero_loss_pps: f64,
+}
+
+/// IMIX 7:4:1 of 64, 594 and 1518-byte frames (Simple IMIX, RFC 6985 §4).
+const IMIX: [usize; 12] = [64, 64, 64, 64, 64, 64, 64, 594, 594, 594, 594, 1518];
+
+fn frame_len(stream: Stream, size: Size, i: usize) -> usize {
+    // The smallest frame of each stream: Ethernet + headers + 8 bytes of UDP.
+    let min = match stream {
+        Stream::Encap | Stream::Plain => 14 + 40 + 8,
+        Stream::Decap | Stream::Hairpin => 14 + 20 + 40 + 8,
+        Stream::Mix => 14 + 20 + 40 + 8,
+    };
+    let want = match size {
+        Size::Min => 64,
+        Size::Imix => IMIX[i % IMIX.len()],
+        // IPv6 packets of 1480 bytes, the largest that fits a 1500-byte IPv4 path.
+        Size::Large => {
+            14 + 1480
+                + if matches!(stream, Stream::Encap | Stream::Plain) {
+                    0
+                } else {
+                    20
+                }
+        }
+    };
+    want.max(min).min(14 + 1500)
+}
+
+fn ce_ipv4(flow: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + (flow & 0xffff))
+}
+
+fn ce_ipv6(ce: Ipv4Addr) -> Ipv6Addr {
+    Ipv6Addr::from((0x2001_0db8_0000_f096u128 << 64) | (u128::from(u32::from(ce)) << 32) | 1)
+}
+
+fn ipv4_checksum(h: &mut [u8]) {
+    h[10..12].copy_from_slice(&[0, 0]);
+    let mut sum: u32 = h
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    h[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
+/// Writes frame number `i` of a stream (flow `flow`) at the start of `buf`;
+/// returns its length.
+fn write_frame(
+    buf: &mut [u8],
+    dst_mac: [u8; 6],
+    stream: Stream,
+    size: Size,
+    i: usize,
+    flow: u32,
+) -> usize {
+    let len = frame_len(stream, size, i);
+    let stream = match stream {
+        Stream::Mix if i.is_multiple_of(2) => Stream::Encap,
+        Stream::Mix => Stream::Decap,
+        s => s,
+    };
+    buf[..len].fill(0);
+    buf[0..6].copy_from_slice(&dst_mac);
+    buf[6..12].copy_from_slice(&[2, 0, 0, 0, 0xbe, 0x01]);
+    let ce = ce_ipv4(flow);
+    let ipv6_at = match stream {
+        Stream::Encap | Stream::Plain => {
+            buf[12..14].copy_from_slice(&[0x86, 0xdd]);
+            14
+        }
+        _ => {
+            buf[12..14].copy_from_slice(&[0x08, 0x00]);
+            let h = &mut buf[14..34];
+            h[0] = 0x45;
+            h[2..4].copy_from_slice(&((len - 14) as u16).to_be_bytes());
+            // The generator keeps ID + the low half of the source constant.
+            h[4..6].copy_from_slice(&(0xffff - (flow & 0xffff) as u16).to_be_bytes());
+            h[8] = 64;
+            h[9] = 41;
+            h[12..16].copy_from_slice(&ce.octets());
+            h[16..20].copy_from_slice(&BR_V4.octets());
+            ipv4_checksum(h);
+            34
+        }
+    };
+    let (src, dst): (Ipv6Addr, Ipv6Addr) = match stream {
+        Stream::Encap => (LAN_HOST.parse().unwrap(), ce_ipv6(ce)),
+        Stream::Plain => (
+            LAN_HOST.parse().unwrap(),
+            Ipv6Addr::from(u128::from(LAN_SERVER.parse::<Ipv6Addr>().unwrap()) + u128::from(flow)),
+        ),
+        Stream::Decap => (ce_ipv6(ce), LAN_SERVER.parse().unwrap()),
+        _ => (ce_ipv6(ce), ce_ipv6(ce_ipv4(flow.wrapping_add(1)))),
+    };
+    let p = &mut buf[ipv6_at..len];
+    let payload_len = ((p.len() - 40) as u16).to_be_bytes();
+    p[0] = 0x60;
+    p[4..6].copy_from_slice(&payload_len);
+    p[6] = 17;
+    p[7] = 64;
+    p[8..24].copy_from_slice(&src.octets());
+    p[24..40].copy_from_slice(&dst.octets());
+    p[40..42].copy_from_slice(&4000u16.to_be_bytes());
+    p[42..44].copy_from_slice(&9u16.to_be_bytes());
+    p[44..46].copy_from_slice(&payload_len);
+    len
+}
+
+/// Sends a stream out of `gen0` for `duration` at `rate` packets per
+/// second (None: as fast as it goes) from an AF_XDP socket (the BR's own
+/// ring code, copy mode). Returns the frames the kernel transmitted.
+fn generate(
+    ifindex: u32,
+    queue: u32,
+    dst_mac: [u8; 6],
+    sc: &Scenario,
+    rate: Option<f64>,
+    duration: Duration,
+) -> Result<u64> {
+    const FRAMES: u32 = 4096;
+    let mut umem = Umem::new(FRAMES)?;
+    let mut socket = XskSocket::new(&umem, None, ifindex, queue, RingSizes::default(), false)
+        .with_context(|| format!("generator socket on gen0 queue {queue}"))?;
+    let mut free: Vec<u64> = (0..FRAMES).map(|i| u64::from(i * FRAME_SIZE)).collect();
+    let mut done = Vec::with_capacity(FRAMES as usize);
+    let mut batch: Vec<(u64, u32)> = Vec::with_capacity(64);
+    let (mut sent, mut n) = (0u64, 0u64);
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        done.clear();
+        socket.complete(&mut done, usize::MAX);
+        sent += done.len() as u64;
+        free.extend_from_slice(&done);
+        if let Some(r) = rate {
+            // Ahead of schedule: wait (in steps of one batch).
+            if n as f64 >= start.elapsed().as_secs_f64() * r {
+                std::hint::spin_loop();
+                continue;
+            }
+        }
+        batch.clear();
+        while batch.len() < 64 {
+            let Some(addr) = free.pop() else { break };
+            let (chunk, _) = umem.chunk_mut(addr);
+            let flow = (n % u64::from(sc.flows)) as u32;
+            let len = write_frame(chunk, dst_mac, sc.stream, sc.size, n as usize, flow);
+            batch.push((addr, len as u32));
+            n += 1;
+        }
+        let queued = socket.transmit(&batch);
+        free.extend(batch[queued..].iter().map(|(a, _)| *a));
+        n -= (batch.len() - queued) as u64;
+        socket.flush_tx(queued);
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    socket.flush_tx(0);
+    done.clear();
+    socket.complete(&mut done, usize::MAX);
+    Ok(sent + done.len() as u64)
+}
+
+fn pin(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity
+    // take live pointers.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+struct Testbed {
+    gen: Netns,
+    gw: Netns,
+    sink: Netns,
+    dir: PathBuf,
+    gen_ifindex: u32,
+    in_mac: [u8; 6],
+    sink_ebpf: Ebpf,
+    redirect_ebpf: Option<Ebpf>,
+    daemon: Option<(Proc, u16)>,
+}
+
+fn veth(a_ns: &Netns, a: &str, b_ns: &Netns, b: &str) {
+    br_tests::run(
+        "ip",
+        &[
+            "link",
+            "add",
+            a,
+            "netns",
+            &a_ns.name,
+            "numtxqueues",
+            "2",
+            "numrxqueues",
+            "2",
+            "type",
+            "veth",
+            "peer",
+            b,
+            "netns",
+            &b_ns.name,
+            "numtxqueues",
+            "2",
+            "numrxqueues",
+            "2",
+        ],
+    );
+    a_ns.sh(&format!(
+        "ethtool -L {a} rx 2 tx 2 2>/dev/null; ip link set {a} up"
+    ));
+    b_ns.sh(&format!(
+        "ethtool -L {b} rx 2 tx 2 2>/dev/null; ip link set {b} up"
+    ));
+}
+
+impl Testbed {
+    fn new() -> Result<Testbed> {
+        let id = std::process::id() % 10000;
+        let gen = Netns::new(format!("bench{id}-gen"));
+        let gw = Netns::new(format!("bench{id}-gw"));
+        let sink = Netns::new(format!("bench{id}-sink"));
+        veth(&gen, "gen0", &gw, "in0");
+        veth(&gw, "out0", &sink, "sink0");
+        let sink_mac = sink.mac("sink0");
+        let mac = |m: [u8; 6]| {
+            m.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        };
+        gw.sh(&format!(
+            "sysctl -qw net.ipv6.conf.all.forwarding=1 net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 && \
+             ip -4 addr add 10.200.0.1/24 dev out0 && ip -6 addr add 2001:db8:ff::1/64 dev out0 nodad && \
+             ip neigh replace 10.200.0.2 lladdr {m} dev out0 nud permanent && \
+             ip -6 neigh replace 2001:db8:ff::2 lladdr {m} dev out0 nud permanent && \
+             ip -4 route add 10.96.0.0/16 via 10.200.0.2 && ip -6 route add 2001:db8:0:100::/64 via 2001:db8:ff::2",
+            m = mac(sink_mac)
+        ));
+        // Receive work in NAPI threads, pinned: the gateway's on the BR's
+        // CPU, the sink's on the generator's.
+        for (ns, dev) in [
+            (&gw, "in0"),
+            (&gw, "out0"),
+            (&sink, "sink0"),
+            (&gen, "gen0"),
+        ] {
+            // veth has NAPI only with GRO (or XDP) on.
+            ns.sh(&format!(
+                "ethtool -K {dev} gro on >/dev/null && echo 1 > /sys/class/net/{dev}/threaded"
+            ));
+        }
+        let pin_napi = |dev: &str, cpu: usize| {
+            let _ = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "for p in $(pgrep -f 'napi/{dev}-'); do taskset -pc {cpu} $p >/dev/null; done"
+                ))
+                .status();
+        };
+        pin_napi("in0", BR_CPU);
+        pin_napi("out0", BR_CPU);
+        pin_napi("sink0", GEN_CPU);
+        pin_napi("gen0", GEN_CPU);
+
+        let gen_ifindex: u32 = gen.sh("cat /sys/class/net/gen0/ifindex").trim().parse()?;
+        let in_mac = gw.mac("in0");
+        let mut sink_ebpf = sink.enter(|| -> Result<Ebpf> {
+            let mut e = Ebpf::load(br_ebpf::bench_object())?;
+            let p: &mut Xdp = e
+                .program_mut("bench_sink")
+                .context("bench_sink")?
+                .try_into()?;
+            p.load()?;
+            p.attach("sink0", XdpMode::Driver)?;
+            Ok(e)
+        })?;
+        let _ = &mut sink_ebpf;
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+        std::fs::create_dir_all(&dir)?;
+        Ok(Testbed {
+            gen,
+            gw,
+            sink,
+            dir,
+            gen_ifindex,
+            in_mac,
+            sink_ebpf,
+            redirect_ebpf: None,
+            daemon: None,
+        })
+    }
+
+    fn sink_count(&self) -> u64 {
+        let map: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.sink_ebpf.map("sink_count").expect("sink_count"))
+                .expect("per-CPU array");
+        map.get(&0, 0).map(|v| v.iter().sum()).unwrap_or(0)
+    }
+
+    fn stop_daemon(&mut self) {
+        if let Some((mut d, _)) = self.daemon.take() {
+            d.signal(libc::SIGTERM);
+            d.wait_for_exit(Duration::from_secs(10));
+        }
+    }
+
+    /// Queues of every veth: XDP on a veth needs at least as many receive
+    /// queues as its peer has transmit queues.
+    fn set_queues(&self, queues: u16) {
+        let devs = [
+            (&self.gen, "gen0"),
+            (&self.gw, "in0"),
+            (&self.gw, "out0"),
+            (&self.sink, "sink0"),
+        ];
+        let current: u16 = self
+            .gw
+            .sh("ls -d /sys/class/net/in0/queues/rx-* | wc -l")
+            .trim()
+            .parse()
+            .unwrap_or(1);
+        // Receivers grow first and transmitters shrink first, so every
+        // step keeps rx >= the peer's tx.
+        let order: [&str; 2] = if queues >= current {
+            ["rx", "tx"]
+        } else {
+            ["tx", "rx"]
+        };
+        for kind in order {
+            for (ns, dev) in devs {
+                ns.sh(&format!(
+                    "ethtool -L {dev} {kind} {queues} 2>/dev/null || true"
+                ));
+            }
+        }
+    }
+
+    /// Puts the gateway in the mode the scenario needs.
+    fn prepare(&mut self, forwarder: Forwarder, queues: u16) -> Result<()> {
+        match forwarder {
+            Forwarder::Br => {
+                self.redirect_ebpf = None;
+                if self.daemon.as_ref().is_some_and(|(_, q)| *q == queues) {
+                    return Ok(());
+                }
+                self.stop_daemon();
+                self.set_queues(queues);
+                let config = self.dir.join(format!("bench-{queues}q.toml"));
+                std::fs::write(
+                    &config,
+                    format!(
+                        "[relay]\ninterfaces = [\"in0\", \"out0\"]\nqueues = {queues}\nicmp-errors-per-second = 0\nicmp-burst = 0\n\n\
+                         [[domain]]\nname = \"vpc\"\nprefix = \"2001:db8:0:f096::/64\"\nbr-ipv4 = \"{BR_V4}\"\nmtu = 1480\n"
+                    ),
+                )?;
+                let bin = crate::root().join("target/release/br-daemon");
+                let mut cmd = self.gw.command(bin.to_str().expect("utf-8"));
+                cmd.args(["run", "--config", config.to_str().expect("utf-8")]);
+                let d = spawn(cmd, self.dir.join(format!("daemon-{queues}q.log")));
+                let up = br_tests::eventually(Duration::from_secs(20), || {
+                    d.output().contains("relaying")
+                });
+                if !up {
+                    bail!("br-daemon did not start:\n{}", d.output());
+                }
+                self.daemon = Some((d, queues));
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            Forwarder::Kernel => {
+                self.stop_daemon();
+                self.redirect_ebpf = None;
+                self.set_queues(queues);
+            }
+            Forwarder::XdpRedirect => {
+                self.stop_daemon();
+                self.set_queues(queues);
+                if self.redirect_ebpf.is_none() {
+                    let out_ifindex: u32 = self
+                        .gw
+                        .sh("cat /sys/class/net/out0/ifindex")
+                        .trim()
+                        .parse()?;
+                    self.redirect_ebpf = Some(self.gw.enter(move || -> Result<Ebpf> {
+                        let mut e = Ebpf::load(br_ebpf::bench_object())?;
+                        {
+                            let mut ports: DevMap<&mut MapData> =
+                                DevMap::try_from(e.map_mut("tx_port").context("tx_port")?)?;
+                            ports.set(0, out_ifindex, None, 0)?;
+                        }
+                        let p: &mut Xdp = e
+                            .program_mut("bench_redirect")
+                            .context("bench_redirect")?
+                            .try_into()?;
+                        p.load()?;
+                        p.attach("in0", XdpMode::Driver)?;
+                        Ok(e)
+                    })?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One trial: (offered pps, forwarded pps). With two queues, one
+    /// generator per CPU and transmit queue.
+    fn trial(&self, sc: &Scenario, rate: Option<f64>, seconds: f64) -> Result<(f64, f64)> {
+        let before = self.sink_count();
+        let d = Duration::from_secs_f64(seconds);
+        let cpus: Vec<usize> = if sc.queues == 1 {
+            vec![GEN_CPU]
+        } else {
+            vec![0, 1]
+        };
+        let share = rate.map(|r| r / cpus.len() as f64);
+        let threads: Vec<_> = cpus
+            .into_iter()
+            .map(|cpu| {
+                let (ifindex, mac, scn) = (self.gen_ifindex, self.in_mac, sc.clone());
+                // The peer's receive queue follows the sender's transmit queue.
+                let queue = if sc.queues == 1 { 0 } else { cpu as u32 };
+                self.gen.spawn_in(move || -> Result<u64> {
+                    pin(cpu);
+                    generate(ifindex, queue, mac, &scn, share, d)
+                })
+            })
+            .collect();
+        let mut sent = 0;
+        for t in threads {
+            sent += t
+                .join()
+                .map_err(|_| anyhow::anyhow!("generator panicked"))??;
+        }
+        // Let what is in flight arrive.
+        std::thread::sleep(Duration::from_millis(200));
+        let got = self.sink_count() - before;
+        Ok((sent as f64 / seconds, got as f64 / seconds))
+    }
+
+    fn measure(&mut self, sc: &Scenario, quick: bool) -> Result<Outcome> {
+        self.prepare(sc.forwarder, sc.queues)?;
+        let (full, step) = if quick { (1.0, 0.5) } else { (2.0, 1.0) };
+        // Warm up (neighbour and FIB state, caches).
+        self.trial(sc, Some(10_000.0), 0.2)?;
+        let (offered, forwarded) = self.trial(sc, None, full)?;
+        // Binary search for the highest rate with no loss.
+        // Zero loss: every frame the generator sent reached the sink, give
+        // or take 0.01% (single drops when the VM loses its CPU). The
+        // result is the rate achieved, not the rate asked for.
+        let (mut lo, mut hi, mut best) = (0.0f64, offered, 0.0f64);
+        if forwarded >= offered * 0.9999 {
+            best = offered;
+        } else {
+            for _ in 0..if quick { 5 } else { 8 } {
+                let mid = (lo + hi) / 2.0;
+                let (o, f) = self.trial(sc, Some(mid), step)?;
+                if o > 0.0 && f >= o * 0.9999 {
+                    lo = mid;
+                    best = best.max(o);
+                } else {
+                    hi = mid;
+                }
+            }
+        }
+        Ok(Outcome {
+            offered_pps: offered,
+            forwarded_pps: forwarded,
+            loss_pct: if offered > 0.0 {
+                (offered - forwarded).max(0.0) / offered * 100.0
+            } else {
+                0.0
+            },
+            zero_loss_pps: best,
+        })
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        self.stop_daemon();
+        self.redirect_ebpf = None;
+        let _ = &self.sink;
+    }
+}
+
+fn scenarios(quick: bool) -> Vec<Scenario> {
+    let mut v = Vec::new();
+    let mut add = |forwarder, stream, size, flows, queues| {
+        let name = format!(
+            "{} {} {} {} {}q",
+            match forwarder {
+                Forwarder::Br => "br",
+                Forwarder::Kernel => "kernel-forwarding",
+                Forwarder::XdpRedirect => "xdp-redirect",
+            },
+            match stream {
+                Stream::Encap => "encap",
+                Stream::Decap => "decap",
+                Stream::Hairpin => "hairpin",
+                Stream::Mix => "mix",
+                Stream::Plain => "ipv6",
+            },
+            match size {
+                Size::Min => "min",
+                Size::Imix => "imix",
+                Size::Large => "1500",
+            },
+            if flows == 1 {
+                "1-ce".to_string()
+            } else {
+                format!("{flows}-ces")
+            },
+            queues
+        );
+        v.push(Scenario {
+            name,
+            forwarder,
+            stream,
+            size,
+            flows,
+            queues,
+        });
+    };
+    let sizes: &[Size] = if quick {
+        &[Size::Min]
+    } else {
+        &[Size::Min, Size::Imix, Size::Large]
+    };
+    for &size in sizes {
+        add(Forwarder::Kernel, Stream::Plain, size, 1, 1);
+        add(Forwarder::XdpRedirect, Stream::Plain, size, 1, 1);
+        for stream in [Stream::Encap, Stream::Decap, Stream::Hairpin, Stream::Mix] {
+            add(Forwarder::Br, stream, size, 1, 1);
+            if !quick || matches!(stream, Stream::Encap | Stream::Decap) {
+                add(Forwarder::Br, stream, size, 65536, 1);
+                add(Forwarder::Br, stream, size, 1, 2);
+            }
+        }
+    }
+    v
+}
+
+pub fn bench(quick: bool, only: Option<String>) -> Result<()> {
+    let mut packages = crate::deps::TEST_PACKAGES.to_vec();
+    packages.push("gnuplot-nox");
+    crate::deps::ensure(&packages)?;
+    if !crate::deps::is_root() {
+        bail!("the benchmark creates network namespaces and loads XDP programs: run it as root");
+    }
+    crate::run(crate::cargo().args(["build", "--release", "-p", "br-daemon"]))?;
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let started = Instant::now();
+    let mut bed = Testbed::new()?;
+    let mut results: Vec<(Scenario, Outcome)> = Vec::new();
+    for sc in scenarios(quick) {
+        if only.as_ref().is_some_and(|o| !sc.name.contains(o.as_str())) {
+            continue;
+        }
+        eprint!("bench: {:<40} ", sc.name);
+        let o = bed.measure(&sc, quick)?;
+        eprintln!(
+            "offered {:>9.0} forwarded {:>9.0} pps, zero-loss {:>9.0} pps",
+            o.offered_pps, o.forwarded_pps, o.zero_loss_pps
+        );
+        results.push((sc, o));
+    }
+    drop(bed);
+    report(&results, quick, cpus, started.elapsed())
+}
+
+fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Duration) -> Result<()> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let baseline = |f: Forwarder, size: Size| {
+        results
+            .iter()
+            .find(|(s, _)| s.forwarder == f && s.size == size)
+            .map(|(_, o)| o.forwarded_pps)
+            .unwrap_or(0.0)
+    };
+    let mut md = String::new();
+    let _ = writeln!(md, "Generator: AF_XDP transmitter (copy mode; this kernel has no pktgen) on gen0, pinned to CPU {GEN_CPU}; with 2 queues one generator per CPU and queue.");
+    let _ = writeln!(md, "Gateway: br-daemon workers pinned to CPU {BR_CPU} (queue 0) and CPU 1 (queue 1); veth receive in threaded NAPI, in0/out0 pinned to CPU {BR_CPU}, sink0 and gen0 to CPU {GEN_CPU}. {cpus} CPUs in all.");
+    let _ = writeln!(
+        md,
+        "Sink: XDP program counting and dropping on sink0. Mode: {}. Took {:.0} s.\n",
+        if quick { "--quick" } else { "full" },
+        took.as_secs_f64()
+    );
+    let _ = writeln!(md, "| scenario | offered pps | forwarded pps | loss % | zero-loss pps | ÷ kernel forwarding | ÷ XDP ceiling |");
+    let _ = writeln!(md, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut json = String::from("[\n");
+    for (i, (s, o)) in results.iter().enumerate() {
+        let (k, x) = (
+            baseline(Forwarder::Kernel, s.size),
+            baseline(Forwarder::XdpRedirect, s.size),
+        );
+        let rk = if k > 0.0 { o.forwarded_pps / k } else { 0.0 };
+        let rx = if x > 0.0 { o.forwarded_pps / x } else { 0.0 };
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.2} | {:.2} |",
+            s.name, o.offered_pps, o.forwarded_pps, o.loss_pct, o.zero_loss_pps, rk, rx
+        );
+        let _ = writeln!(
+            json,
+            "  {{\"scenario\": \"{}\", \"forwarder\": \"{:?}\", \"stream\": \"{:?}\", \"size\": \"{:?}\", \"ces\": {}, \"queues\": {}, \
+             \"offered_pps\": {:.0}, \"forwarded_pps\": {:.0}, \"loss_pct\": {:.3}, \"zero_loss_pps\": {:.0}, \
+             \"ratio_kernel_forwarding\": {:.3}, \"ratio_xdp_ceiling\": {:.3}}}{}",
+            s.name, s.forwarder, s.stream, s.size, s.flows, s.queues, o.offered_pps, o.forwarded_pps, o.loss_pct,
+            o.zero_loss_pps, rk, rx, if i + 1 < results.len() { "," } else { "" }
+        );
+    }
+    json.push_str("]\n");
+    std::fs::write(dir.join("results.md"), &md)?;
+    std::fs::write(dir.join("results.json"), &json)?;
+    println!("{md}");
+
+    // The chart: forwarded rate by scenario, baselines included.
+    let data: String = results
+        .iter()
+        .map(|(s, o)| format!("\"{}\" {:.0}\n", s.name, o.forwarded_pps))
+        .collect();
+    std::fs::write(dir.join("chart.dat"), data)?;
+    let script = format!(
+        "set terminal png size 1400,700\nset output '{}'\nset style data histograms\nset style fill solid\n\
+         set xtics rotate by -45\nset ylabel 'forwarded packets/s'\nset title 'br-daemon vs kernel forwarding and XDP redirect (same run)'\n\
+         set key off\nset bmargin 12\nplot '{}' using 2:xtic(1)\n",
+        dir.join("chart.png").display(),
+        dir.join("chart.dat").display()
+    );
+    std::fs::write(dir.join("chart.gp"), script)?;
+    crate::run(std::process::Command::new("gnuplot").arg(dir.join("chart.gp")))?;
+    println!("Wrote target/bench/results.md, results.json and chart.png.");
+    Ok(())
+}
