@@ -709,7 +709,7 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
     let script = format!(
         "set terminal png size 1400,700\nset output '{}'\nset style data histograms\nset style fill solid\n\
          set xtics rotate by -45\nset ylabel 'forwarded packets/s'\nset title 'br-daemon vs kernel forwarding and XDP redirect (same run)'\n\
-         set key off\nset bmargin 12\nplot '{}' using 2:xtic(1)\n",
+         set key off\nset bmargin 14\nset yrange [0:*]\nplot '{}' using 2:xtic(1)\n",
         dir.join("chart.png").display(),
         dir.join("chart.dat").display()
     );
