@@ -4,23 +4,8 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-const CISCO: &str = "ipv6 unicast-routing
-!
-interface GigabitEthernet 0/1
-  ipv6 address 2001:db8:0:f013::110/64
-!
-interface loopback 1
-  ip address 10.255.255.222 255.255.255.255
-!
-interface Tunnel0
-  ipv6 address 2001:db8:0:f096:0aff:ffde::1/96
-  tunnel source loopback 1
-  tunnel mode ipv6ip 6rd
-  tunnel 6rd prefix 2001:db8:0:f096::/64
-!
-ipv6 route 2001:db8:0:f096:AFF:FFDE::/96 Null0
-ipv6 route 2001:db8:0:f096::/64 Tunnel0
-";
+/// SCENARIO.md's Cisco configuration.
+const CISCO: &str = include_str!("../../docs/examples/cisco-scenario.txt");
 
 fn br(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_br-daemon"))

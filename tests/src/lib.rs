@@ -283,7 +283,8 @@ pub struct Lab {
     _serial: std::sync::MutexGuard<'static, ()>,
 }
 
-fn veth(a_ns: &Netns, a: &str, b_ns: &Netns, b: &str, queues: u16) {
+/// A veth pair between two namespaces, with `queues` queues on each end.
+pub fn veth(a_ns: &Netns, a: &str, b_ns: &Netns, b: &str, queues: u16) {
     let q = queues.to_string();
     run(
         "ip",

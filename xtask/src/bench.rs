@@ -86,8 +86,7 @@ fn frame_len(stream: Stream, size: Size, i: usize) -> usize {
     // The smallest frame of each stream: Ethernet + headers + 8 bytes of UDP.
     let min = match stream {
         Stream::Encap | Stream::Plain => 14 + 40 + 8,
-        Stream::Decap | Stream::Hairpin => 14 + 20 + 40 + 8,
-        Stream::Mix => 14 + 20 + 40 + 8,
+        Stream::Decap | Stream::Hairpin | Stream::Mix => 14 + 20 + 40 + 8,
     };
     let want = match size {
         Size::Min => 64,
@@ -102,7 +101,13 @@ fn frame_len(stream: Stream, size: Size, i: usize) -> usize {
                 }
         }
     };
-    want.max(min).min(14 + 1500)
+    // Native IPv6 must fit the tunnel MTU (1480 here) once encapsulated;
+    // protocol 41 must fit a 1500-byte IPv4 path.
+    let max = match stream {
+        Stream::Encap | Stream::Plain => 14 + 1480,
+        _ => 14 + 1500,
+    };
+    want.max(min).min(max)
 }
 
 fn ce_ipv4(flow: u32) -> Ipv4Addr {
@@ -135,12 +140,12 @@ fn write_frame(
     i: usize,
     flow: u32,
 ) -> usize {
-    let len = frame_len(stream, size, i);
     let stream = match stream {
         Stream::Mix if i.is_multiple_of(2) => Stream::Encap,
         Stream::Mix => Stream::Decap,
         s => s,
     };
+    let len = frame_len(stream, size, i);
     buf[..len].fill(0);
     buf[0..6].copy_from_slice(&dst_mac);
     buf[6..12].copy_from_slice(&[2, 0, 0, 0, 0xbe, 0x01]);
@@ -232,10 +237,10 @@ fn generate(
         let queued = socket.transmit(&batch);
         free.extend(batch[queued..].iter().map(|(a, _)| *a));
         n -= (batch.len() - queued) as u64;
-        socket.flush_tx(queued);
+        socket.flush_tx();
     }
     std::thread::sleep(Duration::from_millis(20));
-    socket.flush_tx(0);
+    socket.flush_tx();
     done.clear();
     socket.complete(&mut done, usize::MAX);
     Ok(sent + done.len() as u64)
@@ -264,30 +269,7 @@ struct Testbed {
 }
 
 fn veth(a_ns: &Netns, a: &str, b_ns: &Netns, b: &str) {
-    br_tests::run(
-        "ip",
-        &[
-            "link",
-            "add",
-            a,
-            "netns",
-            &a_ns.name,
-            "numtxqueues",
-            "2",
-            "numrxqueues",
-            "2",
-            "type",
-            "veth",
-            "peer",
-            b,
-            "netns",
-            &b_ns.name,
-            "numtxqueues",
-            "2",
-            "numrxqueues",
-            "2",
-        ],
-    );
+    br_tests::veth(a_ns, a, b_ns, b, 2);
     a_ns.sh(&format!(
         "ethtool -L {a} rx 2 tx 2 2>/dev/null; ip link set {a} up"
     ));
@@ -623,7 +605,7 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
 }
 
 pub fn bench(quick: bool, only: Option<String>) -> Result<()> {
-    let mut packages = crate::deps::TEST_PACKAGES.to_vec();
+    let mut packages = crate::deps::test_packages();
     packages.push("gnuplot-nox");
     crate::deps::ensure(&packages)?;
     if !crate::deps::is_root() {

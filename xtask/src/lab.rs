@@ -16,7 +16,7 @@ extern "C" fn on_sigint(_: libc::c_int) {
 }
 
 pub fn demo(duration: Option<u64>) -> Result<()> {
-    crate::deps::ensure(crate::deps::TEST_PACKAGES)?;
+    crate::deps::ensure(&crate::deps::test_packages())?;
     if !crate::deps::is_root() {
         bail!("the demo lab creates network namespaces: run it as root");
     }

@@ -103,7 +103,7 @@ pub fn cargo() -> Command {
 }
 
 fn test(fuzz_seconds: u64, no_lint: bool) -> Result<()> {
-    deps::ensure(deps::TEST_PACKAGES)?;
+    deps::ensure(&deps::test_packages())?;
     if !no_lint {
         run(cargo().args(["fmt", "--all", "--check"]))?;
         run(cargo().args([

@@ -238,20 +238,24 @@ impl Worker {
                     free.push(base);
                 }
             }
+            let mut tx_pending = false;
             for p in &mut self.ports {
-                if p.tx.is_empty() {
-                    continue;
+                if !p.tx.is_empty() {
+                    let sent = p.socket.transmit(&p.tx);
+                    for &(addr, _) in &p.tx[sent..] {
+                        self.counters.dropped(DropReason::TxRingFull);
+                        free.push(addr & !u64::from(FRAME_SIZE - 1));
+                    }
+                    self.counters.io(Io::SentAfxdp, sent as u64);
+                    p.tx.clear();
                 }
-                let sent = p.socket.transmit(&p.tx);
-                for &(addr, _) in &p.tx[sent..] {
-                    self.counters.dropped(DropReason::TxRingFull);
-                    free.push(addr & !u64::from(FRAME_SIZE - 1));
+                // Also what an earlier kick left in the ring.
+                if p.socket.tx_pending() > 0 {
+                    p.socket.flush_tx();
+                    tx_pending |= p.socket.tx_pending() > 0;
                 }
-                self.counters.io(Io::SentAfxdp, sent as u64);
-                p.socket.flush_tx(sent);
-                p.tx.clear();
             }
-            if received == 0 && !self.busy_poll {
+            if received == 0 && !tx_pending && !self.busy_poll {
                 // SAFETY: pollfds is a live array of the length passed.
                 unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, 50) };
             }

@@ -447,13 +447,15 @@ impl XskSocket {
         n
     }
 
-    /// Tells the kernel to send what was queued. Copy mode sends at most
-    /// 32 frames per call (TX_BATCH_SIZE in net/xdp/xsk.c), hence the loop.
-    pub fn flush_tx(&mut self, queued: usize) {
+    /// Tells the kernel to send what is queued. Copy mode sends at most
+    /// 32 frames per call (TX_BATCH_SIZE in net/xdp/xsk.c), so this kicks
+    /// once per 32 frames still in the ring, including frames an earlier
+    /// kick left there, and stops when the device pushes back.
+    pub fn flush_tx(&mut self) {
         if self.need_wakeup && !self.tx.needs_wakeup() {
             return;
         }
-        for _ in 0..queued.div_ceil(32).max(1) {
+        for _ in 0..self.tx_pending().div_ceil(32) {
             // SAFETY: a zero-length sendto is the documented TX kick.
             let r = unsafe {
                 libc::sendto(
@@ -466,7 +468,8 @@ impl XskSocket {
                 )
             };
             if r < 0 {
-                // EAGAIN/EBUSY/ENOBUFS: the ring drains on the next kick.
+                // EAGAIN/EBUSY/ENOBUFS: the device is full; the frames
+                // stay in the ring for the next kick.
                 break;
             }
         }
