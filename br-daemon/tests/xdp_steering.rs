@@ -141,3 +141,96 @@ fn every_packet_kind_gets_its_action_and_counter() {
         }
     }
 }
+
+/// Brings `lo` up in the calling thread's network namespace.
+fn loopback_up() {
+    // SAFETY: a plain socket and SIOC[GS]IFFLAGS on a zeroed ifreq naming "lo".
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(fd >= 0);
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req), 0);
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &mut req), 0);
+        libc::close(fd);
+    }
+}
+
+#[test]
+fn with_a_socket_bound_the_program_redirects() {
+    use br_daemon::dataplane::xsk::{RingSizes, Umem, XskSocket};
+    // A thread of its own in a fresh network namespace: BPF_PROG_TEST_RUN
+    // runs the program as if received on that namespace's lo, queue 0.
+    std::thread::spawn(|| {
+        // SAFETY: unshare affects this thread only; it never returns to the pool.
+        assert_eq!(
+            unsafe { libc::unshare(libc::CLONE_NEWNET) },
+            0,
+            "unshare (root needed)"
+        );
+        loopback_up();
+        let mut steering = Steering::load(&domains()).unwrap();
+        let umem = Umem::new(64).unwrap();
+        let socket = XskSocket::new(
+            &umem,
+            None,
+            1,
+            0,
+            RingSizes {
+                rx: 64,
+                tx: 64,
+                fill: 64,
+                comp: 64,
+            },
+            false,
+        )
+        .expect("AF_XDP socket on lo");
+        steering.add_interface(1, 0).unwrap();
+        steering.bind_socket(0, 0, &socket).unwrap();
+        const XDP_REDIRECT: u32 = 4;
+        for (what, frame, stat) in [
+            (
+                "IPv6 to a CE",
+                eth(0x86dd, &ipv6("2001:db8:0:f096:a60:164::1")),
+                br_ebpf::STAT_REDIRECT_IPV6,
+            ),
+            (
+                "protocol 41 to the BR",
+                eth(0x0800, &ipv4(BR, 41, 0, &[0; 40])),
+                br_ebpf::STAT_REDIRECT_PROTO41,
+            ),
+        ] {
+            let before = steering.stats();
+            let mut opts = TestRunOptions::new();
+            opts.data_in = Some(&frame);
+            let result = steering.program().test_run(opts).expect(what);
+            assert_eq!(result.return_value, XDP_REDIRECT, "{what}");
+            assert_eq!(
+                steering.stats()[stat as usize],
+                before[stat as usize] + 1,
+                "{what}"
+            );
+        }
+        // The host's traffic still passes with the socket there.
+        let mut opts = TestRunOptions::new();
+        let other = eth(0x86dd, &ipv6("2001:db8:0:100::2"));
+        opts.data_in = Some(&other);
+        assert_eq!(
+            steering.program().test_run(opts).unwrap().return_value,
+            XDP_PASS
+        );
+        // And with the slot emptied, a stopped daemon's traffic goes to the kernel.
+        steering.unbind_socket(0, 0);
+        let frame = eth(0x86dd, &ipv6("2001:db8:0:f096:a60:164::1"));
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(&frame);
+        assert_eq!(
+            steering.program().test_run(opts).unwrap().return_value,
+            XDP_PASS
+        );
+    })
+    .join()
+    .unwrap();
+}

@@ -343,3 +343,26 @@ fn reload_refuses_a_bad_file_and_keeps_running_then_takes_a_good_one() {
         lab.metrics()
     );
 }
+
+#[test]
+fn generic_xdp_mode_relays_too() {
+    let mut lab = Lab::start(LabOptions {
+        queues: 1,
+        extra_config: "xdp-mode = \"generic\"".to_string(),
+        extra_domains: String::new(),
+        emulated_ces: true,
+        ce_emulator: env!("CARGO_BIN_EXE_ce-emulator").into(),
+    });
+    assert!(
+        lab.daemon_output().contains("Generic mode"),
+        "{}",
+        lab.daemon_output()
+    );
+    let (n, out) = ping(&lab.lan, &format!("-6 -c 3 -i 0.2 {CE1_V6}"));
+    assert_eq!(n, 3, "{out}\n{}", lab.daemon_output());
+    let (n, out) = ping(&lab.ce1, &format!("-6 -c 3 -i 0.2 {CE2_V6}"));
+    assert_eq!(n, 3, "{out}");
+    assert!(lab.counter("path", "hairpinned") >= 6);
+    let summary = lab.stop_daemon();
+    assert!(!summary.contains("MISMATCH"), "{summary}");
+}
