@@ -164,12 +164,9 @@ fn with_a_socket_bound_the_program_redirects() {
     // A thread of its own in a fresh network namespace: BPF_PROG_TEST_RUN
     // runs the program as if received on that namespace's lo, queue 0.
     std::thread::spawn(|| {
-        // SAFETY: unshare affects this thread only; it never returns to the pool.
-        assert_eq!(
-            unsafe { libc::unshare(libc::CLONE_NEWNET) },
-            0,
-            "unshare (root needed)"
-        );
+        // SAFETY: unshare affects this thread only, which ends with the test.
+        let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "unshare (root needed)");
         loopback_up();
         let mut steering = Steering::load(&domains()).unwrap();
         let umem = Umem::new(64).unwrap();
