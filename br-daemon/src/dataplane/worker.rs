@@ -424,21 +424,33 @@ mod tests {
         f
     }
 
-    #[test]
-    fn lan_to_resolved_ce_is_transmitted_on_the_wan_port_with_macs() {
-        let (relay, fib) = setup();
+    /// Disposes of a LAN frame to `dst` with both ports attached.
+    fn from_lan(
+        relay: &Relay,
+        fib: &Fib,
+        counters: &Counters,
+        dst: &str,
+    ) -> (Disposition, Vec<u8>) {
         let mut st = relay.worker_state(0);
-        let counters = Counters::default();
-        let mut chunk = lan_frame("2001:db8:0:f096:a60:164::1");
+        let mut chunk = lan_frame(dst);
         let len = chunk.len() - 256;
+        let ports = [LAN_IF, WAN_IF];
         let d = dispose(
-            &ctx(&relay, &fib, &[LAN_IF, WAN_IF], &counters),
+            &ctx(relay, fib, &ports, counters),
             &mut st,
             &mut chunk,
             256,
             len,
             0,
         );
+        (d, chunk)
+    }
+
+    #[test]
+    fn lan_to_resolved_ce_is_transmitted_on_the_wan_port_with_macs() {
+        let (relay, fib) = setup();
+        let counters = Counters::default();
+        let (d, chunk) = from_lan(&relay, &fib, &counters, "2001:db8:0:f096:a60:164::1");
         // 14 + 20 + 40: the Ethernet header moved 20 bytes into the headroom.
         assert_eq!(
             d,
@@ -460,18 +472,8 @@ mod tests {
     #[test]
     fn unresolved_neighbour_goes_to_the_kernel_and_no_route_is_dropped() {
         let (relay, mut fib) = setup();
-        let mut st = relay.worker_state(0);
         let counters = Counters::default();
-        let mut chunk = lan_frame("2001:db8:0:f096:a60:165::1");
-        let len = chunk.len() - 256;
-        let d = dispose(
-            &ctx(&relay, &fib, &[LAN_IF, WAN_IF], &counters),
-            &mut st,
-            &mut chunk,
-            256,
-            len,
-            0,
-        );
+        let (d, _) = from_lan(&relay, &fib, &counters, "2001:db8:0:f096:a60:165::1");
         assert_eq!(
             d,
             Disposition::KernelIpv4 {
@@ -481,29 +483,13 @@ mod tests {
             }
         );
         // 11.0.0.1 has no route at all.
-        let mut chunk = lan_frame("2001:db8:0:f096:b00:1::1");
-        let d = dispose(
-            &ctx(&relay, &fib, &[LAN_IF, WAN_IF], &counters),
-            &mut st,
-            &mut chunk,
-            256,
-            len,
-            0,
-        );
+        let (d, _) = from_lan(&relay, &fib, &counters, "2001:db8:0:f096:b00:1::1");
         assert_eq!(d, Disposition::Drop(DropReason::NoRoute));
         // An egress interface without XDP: the kernel sends it.
         fib.add_link(9, "ipsec0", [0; 6]);
         fib.add_route("11.0.0.0/8".parse().unwrap(), 9, None);
         fib.add_neighbour(9, "11.0.0.1".parse().unwrap(), [1; 6]);
-        let mut chunk = lan_frame("2001:db8:0:f096:b00:1::1");
-        let d = dispose(
-            &ctx(&relay, &fib, &[LAN_IF, WAN_IF], &counters),
-            &mut st,
-            &mut chunk,
-            256,
-            len,
-            0,
-        );
+        let (d, _) = from_lan(&relay, &fib, &counters, "2001:db8:0:f096:b00:1::1");
         assert!(matches!(d, Disposition::KernelIpv4 { .. }), "{d:?}");
     }
 
