@@ -5,9 +5,7 @@
 //! checks formatting and lints and runs every test, the privileged
 //! network-namespace tests and a short fuzz run included.
 
-mod bench;
 mod deps;
-mod lab;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -69,10 +67,25 @@ fn main() -> Result<()> {
         } => test(fuzz_seconds, no_lint),
         Task::Run { config, duration } => match config {
             Some(config) => run_on_host(&config),
-            None => lab::demo(duration),
+            None => {
+                let mut args = Vec::new();
+                if let Some(d) = duration {
+                    args = vec!["--duration".to_string(), d.to_string()];
+                }
+                run_lab_tool("br-demo", &args, &[])
+            }
         },
         Task::Fuzz { seconds } => fuzz(seconds),
-        Task::Bench { quick, only } => bench::bench(quick, only),
+        Task::Bench { quick, only } => {
+            let mut args = Vec::new();
+            if quick {
+                args.push("--quick".to_string());
+            }
+            if let Some(o) = only {
+                args.extend(["--only".to_string(), o]);
+            }
+            run_lab_tool("br-bench", &args, &["gnuplot-nox"])
+        }
     }
 }
 
@@ -160,6 +173,41 @@ fn fuzz(seconds: u64) -> Result<()> {
             .arg(&corpus)
             .arg(dir.join("seeds")),
     )
+}
+
+/// Installs what the lab tools need, builds them and the daemon, and runs
+/// one (as root) with its exit status. These tools link the XDP objects,
+/// which need clang: that is why they are not part of xtask itself, which
+/// must build on a machine that has nothing installed yet.
+fn run_lab_tool(tool: &str, args: &[String], extra_packages: &[&str]) -> Result<()> {
+    let mut packages = deps::test_packages();
+    packages.extend_from_slice(extra_packages);
+    deps::ensure(&packages)?;
+    if !deps::is_root() {
+        bail!("{tool} creates network namespaces and loads XDP programs: run it as root");
+    }
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "br-daemon",
+        "-p",
+        "br-tests",
+        "--bins",
+    ]))?;
+    let mut child = Command::new(root().join("target/release").join(tool))
+        .args(args)
+        .current_dir(root())
+        .spawn()
+        .with_context(|| format!("cannot start {tool}"))?;
+    // Ctrl-C is the tool's to handle (it tears its lab down); xtask waits.
+    // SAFETY: ignoring SIGINT in this process only; the child already runs.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{tool} failed: {status}");
+    }
+    Ok(())
 }
 
 fn run_on_host(config: &Path) -> Result<()> {

@@ -1,12 +1,15 @@
-//! `cargo xtask run` with no configuration: the SCENARIO.md lab in network
-//! namespaces (the same one the tests use), the daemon on the gateway, and
-//! pings crossing it both ways and between two CEs, with the counters.
+//! The demo lab of `cargo xtask run` (which installs what it needs and
+//! builds this first): the SCENARIO.md lab in network namespaces (the same
+//! one the tests use), the daemon on the gateway, and pings crossing it
+//! both ways and between two CEs, with the counters.
+//!
+//! `br-demo [--duration SECONDS]`: without a duration, until Ctrl-C.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use br_tests::{ping, Lab, LabOptions, CE1_V6, CE2_V6, LAN_SERVER};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -15,21 +18,18 @@ extern "C" fn on_sigint(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-pub fn demo(duration: Option<u64>) -> Result<()> {
-    crate::deps::ensure(&crate::deps::test_packages())?;
-    if !crate::deps::is_root() {
-        bail!("the demo lab creates network namespaces: run it as root");
-    }
-    crate::run(crate::cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "br-daemon",
-        "-p",
-        "br-tests",
-        "--bins",
-    ]))?;
-    let target = crate::root().join("target/release");
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let duration: Option<u64> = match args.get(1).map(String::as_str) {
+        Some("--duration") => Some(
+            args.get(2)
+                .and_then(|s| s.parse().ok())
+                .context("--duration SECONDS")?,
+        ),
+        Some(other) => bail!("usage: br-demo [--duration SECONDS] (not {other:?})"),
+        None => None,
+    };
+    let target = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release");
     std::env::set_var("BR_DAEMON_BIN", target.join("br-daemon"));
     // SAFETY: the handler only stores to an atomic.
     unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };

@@ -1,4 +1,7 @@
-//! `cargo xtask bench`: throughput of the BR against two baselines measured
+//! The benchmark of `cargo xtask bench` (which installs what it needs and
+//! builds this and br-daemon first): `br-bench [--quick] [--only NAME]`.
+//!
+//! Throughput of the BR against two baselines measured
 //! in the same run, on the same topology:
 //!
 //! ```text
@@ -418,7 +421,8 @@ impl Testbed {
                          [[domain]]\nname = \"vpc\"\nprefix = \"2001:db8:0:f096::/64\"\nbr-ipv4 = \"{BR_V4}\"\nmtu = 1480\n"
                     ),
                 )?;
-                let bin = crate::root().join("target/release/br-daemon");
+                let bin =
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/br-daemon");
                 let mut cmd = self.gw.command(bin.to_str().expect("utf-8"));
                 cmd.args(["run", "--config", config.to_str().expect("utf-8")]);
                 let d = spawn(cmd, self.dir.join(format!("daemon-{queues}q.log")));
@@ -604,14 +608,14 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
     v
 }
 
-pub fn bench(quick: bool, only: Option<String>) -> Result<()> {
-    let mut packages = crate::deps::test_packages();
-    packages.push("gnuplot-nox");
-    crate::deps::ensure(&packages)?;
-    if !crate::deps::is_root() {
-        bail!("the benchmark creates network namespaces and loads XDP programs: run it as root");
-    }
-    crate::run(crate::cargo().args(["build", "--release", "-p", "br-daemon"]))?;
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -696,7 +700,12 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
         dir.join("chart.dat").display()
     );
     std::fs::write(dir.join("chart.gp"), script)?;
-    crate::run(std::process::Command::new("gnuplot").arg(dir.join("chart.gp")))?;
+    let status = std::process::Command::new("gnuplot")
+        .arg(dir.join("chart.gp"))
+        .status()?;
+    if !status.success() {
+        bail!("gnuplot failed: {status}");
+    }
     println!("Wrote target/bench/results.md, results.json and chart.png.");
     Ok(())
 }
