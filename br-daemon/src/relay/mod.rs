@@ -283,6 +283,14 @@ impl Relay {
         if is_martian_ipv6(ip.src) {
             return Err(DropReason::MartianSource);
         }
+        // A native packet cannot come from a CE: CE sources arrive
+        // encapsulated. Only the BR's own addresses (the host, through
+        // the TUN interface) may use a 6rd source natively.
+        if let Some(src_domain) = self.domains.find(ip.src) {
+            if ip.src != src_domain.br_ipv6() && !src_domain.in_br_prefix(ip.src) {
+                return Err(DropReason::SpoofedSource);
+            }
+        }
         self.relay_to_ce(
             state,
             frame,

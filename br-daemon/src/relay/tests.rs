@@ -692,3 +692,20 @@ fn icmp_errors_come_from_the_configured_source() {
         Err(DomainError::BadIcmpSource(_))
     ));
 }
+
+#[test]
+fn native_packets_cannot_claim_a_ce_source() {
+    // From the LAN side, with CE 2's address: a CE's traffic only ever
+    // arrives encapsulated.
+    let p = echo(CE2_V6, CE1_V6, 64, 0, 8);
+    assert_eq!(drop_reason(&p, false), DropReason::SpoofedSource);
+    // The BR's own address is the host's, through its TUN interface.
+    let p = echo(BR_V6, CE1_V6, 64, 0, 8);
+    assert!(matches!(
+        once(&p, false).0,
+        Verdict::Forward {
+            path: Path::Encapsulated,
+            ..
+        }
+    ));
+}

@@ -59,7 +59,7 @@ named_enum! {
         NotProtocol41 => "not-protocol-41",
         /// Not addressed to a BR address (IPv4) or to a 6rd prefix (IPv6).
         NotForUs => "not-for-us",
-        /// RFC 5969 §12: the inner source is in the 6rd prefix but does not embed the outer IPv4 source.
+        /// RFC 5969 §12: the inner source is in the 6rd prefix but does not embed the outer IPv4 source; or a native IPv6 packet claims a CE's address as its source.
         SpoofedSource => "spoofed-source",
         /// A CE sent an inner source outside every 6rd prefix; a CE may only use its delegated prefix.
         SourceOutsideDomain => "source-outside-domain",
