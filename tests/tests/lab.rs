@@ -35,8 +35,13 @@ fn ping_lan_to_ce_ce_to_lan_and_ce_to_ce() {
     // Once the neighbours are resolved, frames leave by AF_XDP.
     assert!(lab.counter("io", "tx-afxdp") >= 6, "{}", lab.metrics());
     // What an operator types on the gateway.
-    let live = lab.gw.sh(&format!("{} counters --live", daemon_binary().display()));
-    assert!(live.contains("br6rd_forwarded_packets_total{path=\"hairpinned\"}"), "{live}");
+    let live = lab
+        .gw
+        .sh(&format!("{} counters --live", daemon_binary().display()));
+    assert!(
+        live.contains("br6rd_forwarded_packets_total{path=\"hairpinned\"}"),
+        "{live}"
+    );
     eprintln!("{}", lab.metrics());
     let summary = lab.stop_daemon();
     assert!(summary.contains("packets in"), "{summary}");
