@@ -78,16 +78,15 @@ impl Totals {
             paths: vec![0; Path::COUNT],
             drops: vec![0; DropReason::COUNT],
         };
+        fn add(sums: &mut [u64], counters: &[AtomicU64]) {
+            for (s, c) in sums.iter_mut().zip(counters) {
+                *s += c.load(Ordering::Relaxed);
+            }
+        }
         for b in blocks {
-            for (s, c) in t.io.iter_mut().zip(&b.io) {
-                *s += c.load(Ordering::Relaxed);
-            }
-            for (s, c) in t.paths.iter_mut().zip(&b.paths) {
-                *s += c.load(Ordering::Relaxed);
-            }
-            for (s, c) in t.drops.iter_mut().zip(&b.drops) {
-                *s += c.load(Ordering::Relaxed);
-            }
+            add(&mut t.io, &b.io);
+            add(&mut t.paths, &b.paths);
+            add(&mut t.drops, &b.drops);
         }
         t
     }

@@ -187,7 +187,7 @@ pub fn run(config_path: &Path) -> Result<()> {
             );
             steering.bind_socket(slot as u32, queue, &socket)?;
             sockets.push((format!("{name}/{queue}"), socket.as_raw_fd()));
-            worker_ports.push(Port::new(name.clone(), *ifindex, socket));
+            worker_ports.push(Port::new(*ifindex, socket));
         }
         let counters = Arc::new(Counters::default());
         all_counters.push(Arc::clone(&counters));

@@ -154,11 +154,6 @@ impl Fib {
     pub fn add_neighbour(&mut self, ifindex: u32, addr: IpAddr, mac: Mac) {
         self.neighbours.insert((ifindex, addr), mac);
     }
-
-    /// Number of routes and neighbours, for logs.
-    pub fn sizes(&self) -> (usize, usize) {
-        (self.routes.len(), self.neighbours.len())
-    }
 }
 
 fn prefix_match(addr: u128, net: u128, len: u8, width: u8) -> bool {

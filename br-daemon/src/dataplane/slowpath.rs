@@ -32,6 +32,23 @@ fn cvt(r: libc::c_int, what: &str) -> io::Result<libc::c_int> {
     Ok(r)
 }
 
+fn raw_socket(
+    family: libc::c_int,
+    flags: libc::c_int,
+    protocol: libc::c_int,
+    what: &str,
+) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the result is checked and owned.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | flags,
+            protocol,
+        )
+    };
+    cvt(fd, what).map(owned)
+}
+
 fn owned(fd: libc::c_int) -> OwnedFd {
     // SAFETY: callers pass a fresh descriptor that nothing else owns.
     unsafe { OwnedFd::from_raw_fd(fd) }
@@ -90,39 +107,15 @@ impl SlowPath {
         let r = unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF as _, &mut req) };
         cvt(r, "TUNSETIFF").with_context(|| format!("creating TUN interface {tun_name}"))?;
 
-        // SAFETY: plain socket(2) calls; results checked and owned.
-        let raw41 = owned(cvt(
-            unsafe {
-                libc::socket(
-                    libc::AF_INET,
-                    libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                    41,
-                )
-            },
+        let raw41 = raw_socket(
+            libc::AF_INET,
+            libc::SOCK_NONBLOCK,
+            41,
             "raw socket for protocol 41",
-        )?);
-        // SAFETY: as above.
-        let out4 = owned(cvt(
-            unsafe {
-                libc::socket(
-                    libc::AF_INET,
-                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                    libc::IPPROTO_RAW,
-                )
-            },
-            "raw IPv4 socket",
-        )?);
-        // SAFETY: as above. IPPROTO_RAW on IPv6 implies IPV6_HDRINCL.
-        let out6 = owned(cvt(
-            unsafe {
-                libc::socket(
-                    libc::AF_INET6,
-                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                    libc::IPPROTO_RAW,
-                )
-            },
-            "raw IPv6 socket",
-        )?);
+        )?;
+        let out4 = raw_socket(libc::AF_INET, 0, libc::IPPROTO_RAW, "raw IPv4 socket")?;
+        // IPPROTO_RAW on IPv6 implies IPV6_HDRINCL.
+        let out6 = raw_socket(libc::AF_INET6, 0, libc::IPPROTO_RAW, "raw IPv6 socket")?;
         let slow = SlowPath {
             tun,
             tun_name: tun_name.to_string(),

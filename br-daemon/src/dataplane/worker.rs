@@ -141,16 +141,14 @@ pub fn dispose(
 
 /// An attached interface as one worker sees it.
 pub struct Port {
-    pub name: String,
     pub ifindex: u32,
     pub socket: XskSocket,
     tx: Vec<(u64, u32)>,
 }
 
 impl Port {
-    pub fn new(name: String, ifindex: u32, socket: XskSocket) -> Port {
+    pub fn new(ifindex: u32, socket: XskSocket) -> Port {
         Port {
-            name,
             ifindex,
             socket,
             tx: Vec::with_capacity(BATCH * 4),
@@ -502,12 +500,7 @@ mod tests {
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
         assert_eq!(
             dispose(
-                &Context {
-                    relay: &relay,
-                    fib: &fib,
-                    ports: &[],
-                    counters: &counters
-                },
+                &ctx(&relay, &fib, &[], &counters),
                 &mut st,
                 &mut arp,
                 0,
@@ -518,12 +511,7 @@ mod tests {
         );
         assert_eq!(
             dispose(
-                &Context {
-                    relay: &relay,
-                    fib: &fib,
-                    ports: &[],
-                    counters: &counters
-                },
+                &ctx(&relay, &fib, &[], &counters),
                 &mut st,
                 &mut arp,
                 0,
@@ -534,12 +522,7 @@ mod tests {
         );
         assert_eq!(
             dispose(
-                &Context {
-                    relay: &relay,
-                    fib: &fib,
-                    ports: &[],
-                    counters: &counters
-                },
+                &ctx(&relay, &fib, &[], &counters),
                 &mut st,
                 &mut arp,
                 60,

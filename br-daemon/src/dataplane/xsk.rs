@@ -506,11 +506,6 @@ impl XskSocket {
             .local
             .wrapping_sub(self.tx.consumer().load(Ordering::Acquire))
     }
-
-    /// The kernel's drop counters for this socket.
-    pub fn stats(&self) -> XskStats {
-        stats_of(self.fd.as_raw_fd())
-    }
 }
 
 /// The kernel's drop counters of an AF_XDP socket (zeros when `fd` is not one).

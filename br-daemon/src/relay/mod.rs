@@ -359,13 +359,11 @@ impl Relay {
         error: Icmpv6Error,
         relayed: bool,
     ) -> Result<Verdict, DropReason> {
+        // Only relayed ICMPv4 errors become Destination Unreachable.
         let (path, silent) = match error {
             _ if relayed => (Path::IcmpRelayed, DropReason::Icmpv4NotRelayable),
             Icmpv6Error::TimeExceeded => (Path::IcmpTimeExceeded, DropReason::HopLimitExceeded),
-            Icmpv6Error::PacketTooBig(_) => (Path::IcmpPacketTooBig, DropReason::PacketTooBig),
-            Icmpv6Error::DestinationUnreachable(_) => {
-                (Path::IcmpRelayed, DropReason::Icmpv4NotRelayable)
-            }
+            _ => (Path::IcmpPacketTooBig, DropReason::PacketTooBig),
         };
         if !may_send_error_about(frame.data()) {
             return Err(silent);

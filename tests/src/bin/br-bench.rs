@@ -28,6 +28,7 @@ use aya::maps::{DevMap, MapData, PerCpuArray};
 use aya::programs::{Xdp, XdpMode};
 use aya::Ebpf;
 use br_daemon::dataplane::xsk::{RingSizes, Umem, XskSocket, FRAME_SIZE};
+use br_daemon::relay::wire::checksum;
 use br_tests::{spawn, Netns, Proc};
 
 const BR_V4: Ipv4Addr = Ipv4Addr::new(10, 255, 255, 222);
@@ -121,18 +122,6 @@ fn ce_ipv6(ce: Ipv4Addr) -> Ipv6Addr {
     Ipv6Addr::from((0x2001_0db8_0000_f096u128 << 64) | (u128::from(u32::from(ce)) << 32) | 1)
 }
 
-fn ipv4_checksum(h: &mut [u8]) {
-    h[10..12].copy_from_slice(&[0, 0]);
-    let mut sum: u32 = h
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    h[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-}
-
 /// Writes frame number `i` of a stream (flow `flow`) at the start of `buf`;
 /// returns its length.
 fn write_frame(
@@ -169,7 +158,9 @@ fn write_frame(
             h[9] = 41;
             h[12..16].copy_from_slice(&ce.octets());
             h[16..20].copy_from_slice(&BR_V4.octets());
-            ipv4_checksum(h);
+            h[10..12].copy_from_slice(&[0, 0]);
+            let sum = checksum(h);
+            h[10..12].copy_from_slice(&sum.to_be_bytes());
             34
         }
     };
