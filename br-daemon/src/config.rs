@@ -37,6 +37,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// Busy-poll the AF_XDP sockets instead of sleeping in poll().
     pub busy_poll: bool,
+    /// Let the XDP program encapsulate and decapsulate plain packets itself.
+    pub xdp_fast_path: bool,
     /// Limit on the ICMPv6 errors each worker originates.
     pub icmp_rate: IcmpRate,
     /// The 6rd domains.
@@ -96,6 +98,7 @@ struct RawRelay {
     tun: Option<Spanned<String>>,
     metrics: Option<Spanned<String>>,
     busy_poll: Option<bool>,
+    xdp_fast_path: Option<bool>,
     icmp_errors_per_second: Option<Spanned<i64>>,
     icmp_burst: Option<Spanned<i64>>,
 }
@@ -343,6 +346,7 @@ fn build(lines: &mut Lines, raw: RawConfig) -> Option<Config> {
         tun,
         metrics,
         busy_poll: relay.busy_poll.unwrap_or(false),
+        xdp_fast_path: relay.xdp_fast_path.unwrap_or(true),
         icmp_rate,
         domains: only_domains,
         warnings,

@@ -52,7 +52,7 @@ const BR: [u8; 4] = [10, 255, 255, 222];
 
 #[test]
 fn every_packet_kind_gets_its_action_and_counter() {
-    let steering = Steering::load(&domains()).expect("load the XDP program (root needed)");
+    let steering = Steering::load(&domains(), true).expect("load the XDP program (root needed)");
     let icmp_error_about_41 = {
         let mut icmp = vec![3, 1, 0, 0, 0, 0, 0, 0];
         icmp.extend_from_slice(&ipv4([10, 96, 1, 100], 41, 0, &[0; 8]));
@@ -168,7 +168,7 @@ fn with_a_socket_bound_the_program_redirects() {
         let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
         assert_eq!(r, 0, "unshare (root needed)");
         loopback_up();
-        let mut steering = Steering::load(&domains()).unwrap();
+        let mut steering = Steering::load(&domains(), true).unwrap();
         let umem = Umem::new(64).unwrap();
         let socket = XskSocket::new(
             &umem,

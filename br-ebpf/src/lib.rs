@@ -17,6 +17,12 @@ pub const MAP_BR_ADDRS: &str = "br_addrs";
 pub const MAP_SIXRD_PREFIXES: &str = "sixrd_prefixes";
 /// PERCPU_ARRAY: counters by `STAT_*` index.
 pub const MAP_STATS: &str = "stats";
+/// ARRAY: domain index → `struct domain_info` (the fast path's parameters).
+pub const MAP_DOMAINS: &str = "domains";
+/// HASH: interface index → 1, the interfaces the fast path may redirect to.
+pub const MAP_FAST_EGRESS: &str = "fast_egress";
+/// PERCPU_ARRAY: fast-path declines by `DECLINE_*` index.
+pub const MAP_DECLINES: &str = "declines";
 
 #[repr(C, align(8))]
 struct Aligned<T: ?Sized>(T);
@@ -44,6 +50,8 @@ mod tests {
     #[test]
     fn abi_is_consistent() {
         assert_eq!(STAT_NAMES.len() as u32, STAT_COUNT);
+        assert_eq!(DECLINE_NAMES.len() as u32, DECLINE_COUNT);
+        assert_eq!(DECLINE_NAMES[DECLINE_EGRESS as usize].0, "egress");
         assert_eq!(STAT_NAMES[STAT_REDIRECT_IPV6 as usize].0, "redirect-ipv6");
         assert_eq!(&object()[..4], b"\x7fELF");
     }

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: (MIT OR GPL-2.0)
-/* XDP steering for the 6rd BR.
+/* XDP steering and fast path for the 6rd BR.
  *
  * Redirects to the AF_XDP socket of the receive queue exactly what the
  * forwarder handles: IPv4 protocol 41 addressed to a BR address, ICMPv4
@@ -7,6 +7,15 @@
  * is in a 6rd prefix. Everything else, and anything this program cannot
  * parse, is XDP_PASS: the host's own traffic never depends on the daemon.
  * The redirect falls back to XDP_PASS when no socket is bound to the queue.
+ *
+ * The fast path forwards the plain packets itself, without the copies
+ * copy-mode AF_XDP costs: IPv6 to a CE is encapsulated (RFC 5969 §7.1,
+ * RFC 4213 §3.5) and protocol 41 from a CE to a native destination is
+ * decapsulated (RFC 4213 §3.6), each to the next hop the kernel's FIB
+ * gives, producing the same bytes as the forwarder's relay (tested).
+ * Anything that is not plain (an ICMPv6 error to send, a check that would
+ * drop it, a hairpin, an unresolved neighbour) goes to the forwarder,
+ * which is the one place that answers, drops and counts by reason.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -17,6 +26,13 @@
 #include <bpf/bpf_helpers.h>
 
 #include "steer_abi.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
 
 /* AF_XDP sockets by slot * MAX_QUEUES + receive queue. */
 struct {
@@ -58,6 +74,39 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
+/* The domains, by the index the 6rd-prefix trie returns. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_PREFIXES);
+	__type(key, __u32);
+	__type(value, struct domain_info);
+} domains SEC(".maps");
+
+/* Interfaces the fast path may redirect to: ifindex -> 1. The daemon
+ * lists the attached interfaces that can transmit XDP frames. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_FAST_EGRESS);
+	__type(key, __u32);
+	__type(value, __u8);
+} fast_egress SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DECLINE_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} declines SEC(".maps");
+
+/* Per-CPU IPv4 identification counter of encapsulated packets (DF is
+ * never set, so IDs should vary: RFC 6864 §4.1). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} ipv4_ids SEC(".maps");
+
 #define ICMP_DEST_UNREACH 3
 #define ICMP_TIME_EXCEEDED 11
 #define IP_MF_AND_OFFSET 0x3fff
@@ -87,15 +136,276 @@ static __always_inline int steer(struct xdp_md *ctx, __u32 stat)
 	return count(action == XDP_REDIRECT ? stat : STAT_PASS_NO_SOCKET, action);
 }
 
+/* The fast path's answer when it leaves the packet to the forwarder. */
+#define DECLINED (-1)
+
+static __always_inline int decline(__u32 why)
+{
+	__u64 *c = bpf_map_lookup_elem(&declines, &why);
+
+	if (c)
+		*c += 1;
+	return DECLINED;
+}
+
+/* Addresses a BR never relays; the forwarder drops them with a reason
+ * (RFC 4291 §2.5.2-2.5.6, §2.7). */
+static __always_inline int martian_ipv6(const struct in6_addr *a)
+{
+	if (a->s6_addr[0] == 0xff)
+		return 1;
+	if (a->s6_addr[0] == 0xfe && (a->s6_addr[1] & 0xc0) == 0x80)
+		return 1;
+	return a->s6_addr32[0] == 0 && a->s6_addr32[1] == 0 &&
+	       (a->s6_addr32[2] == 0 || a->s6_addr32[2] == bpf_htonl(0xffff));
+}
+
+/* 0/8, 127/8, 224/4 and 240/4 (RFC 1122 §3.2.1.3). */
+static __always_inline int martian_ipv4(__u32 addr_be)
+{
+	__u8 first = bpf_ntohl(addr_be) >> 24;
+
+	return first == 0 || first == 127 || first >= 224;
+}
+
+static __always_inline int same_ipv6(const struct in6_addr *a, const __u8 *b)
+{
+	__u32 w[4];
+
+	__builtin_memcpy(w, b, sizeof(w));
+	return a->s6_addr32[0] == w[0] && a->s6_addr32[1] == w[1] &&
+	       a->s6_addr32[2] == w[2] && a->s6_addr32[3] == w[3];
+}
+
+static __always_inline int in_any_prefix(const struct in6_addr *a)
+{
+	struct lpm_v6_key key = { .prefixlen = 128 };
+
+	__builtin_memcpy(key.addr, a, sizeof(key.addr));
+	return bpf_map_lookup_elem(&sixrd_prefixes, &key) != 0;
+}
+
+/* The CE IPv4 address an address of the domain embeds (RFC 5969 §7.1.1):
+ * the common prefix, then the embedded_bits that follow the 6rd prefix.
+ * Network byte order. */
+static __always_inline __u32 ce_ipv4(const struct in6_addr *a, const struct domain_info *d)
+{
+	__u32 bits = d->embedded_bits & 63;
+	__u32 shift, field_lo;
+	__u64 hi, lo, field;
+
+	if (bits == 0)
+		return bpf_htonl(d->ipv4_common);
+	if (bits > 32)
+		bits = 32;
+	hi = ((__u64)bpf_ntohl(a->s6_addr32[0]) << 32) | bpf_ntohl(a->s6_addr32[1]);
+	lo = ((__u64)bpf_ntohl(a->s6_addr32[2]) << 32) | bpf_ntohl(a->s6_addr32[3]);
+	/* Bits right of the field; the daemon checked prefix_len + bits <= 128. */
+	shift = (128 - d->prefix_len - bits) & 127;
+	if (shift >= 64)
+		field = hi >> (shift - 64);
+	else if (shift == 0)
+		field = lo;
+	else
+		field = (lo >> shift) | (hi << (64 - shift));
+	field_lo = (__u32)(field & ((1ULL << bits) - 1));
+	return bpf_htonl(d->ipv4_common | field_lo);
+}
+
+/* RFC 1071 checksum of a 20-byte IPv4 header. */
+static __always_inline __u16 ipv4_header_sum(const struct iphdr *ip)
+{
+	const __u16 *w = (const __u16 *)ip;
+	__u32 sum = 0;
+
+#pragma unroll
+	for (int i = 0; i < 10; i++)
+		sum += w[i];
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum & 0xffff;
+}
+
+static __always_inline int fast_egress_ok(__u32 ifindex)
+{
+	return bpf_map_lookup_elem(&fast_egress, &ifindex) != 0;
+}
+
+static __always_inline int redirect_fast(__u32 ifindex, __u32 stat)
+{
+	return count(stat, bpf_redirect(ifindex, 0));
+}
+
+/* IPv6 towards domain `index`: encapsulate it to its CE, as the relay's
+ * from_ipv6 does for a plain packet. */
+static __always_inline int fast_encapsulate(struct xdp_md *ctx, __u32 index)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+	struct bpf_fib_lookup fib = {};
+	struct domain_info *d;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	__u32 zero = 0, ce, *id;
+	__u16 len6;
+	__u8 tc;
+
+	d = bpf_map_lookup_elem(&domains, &index);
+	if (!d || !d->fast)
+		return decline(DECLINE_DISABLED);
+	if ((void *)(ip6 + 1) > end || ip6->version != 6)
+		return decline(DECLINE_NEEDS_RELAY);
+	len6 = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+	/* Exactly one packet: no jumbogram, no Ethernet padding to trim. */
+	if (ip6->payload_len == 0 || (void *)ip6 + len6 != end)
+		return decline(DECLINE_NEEDS_RELAY);
+	if (ip6->hop_limit <= 1 || len6 > d->mtu)
+		return decline(DECLINE_NEEDS_RELAY);
+	if (martian_ipv6(&ip6->daddr) || martian_ipv6(&ip6->saddr) ||
+	    same_ipv6(&ip6->daddr, d->br_ipv6))
+		return decline(DECLINE_NEEDS_RELAY);
+	/* A 6rd source arriving natively is the BR's own or spoofed. */
+	if (in_any_prefix(&ip6->saddr))
+		return decline(DECLINE_NEEDS_RELAY);
+	ce = ce_ipv4(&ip6->daddr, d);
+	if (martian_ipv4(ce) || bpf_map_lookup_elem(&br_addrs, &ce))
+		return decline(DECLINE_NEEDS_RELAY);
+	tc = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+
+	fib.family = AF_INET;
+	fib.tos = tc;
+	fib.l4_protocol = IPPROTO_IPV6;
+	fib.tot_len = len6 + sizeof(struct iphdr);
+	fib.ipv4_src = d->br_ipv4;
+	fib.ipv4_dst = ce;
+	fib.ifindex = ctx->ingress_ifindex;
+	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return decline(DECLINE_NO_NEXT_HOP);
+	if (!fast_egress_ok(fib.ifindex))
+		return decline(DECLINE_EGRESS);
+	if (bpf_xdp_adjust_head(ctx, -(int)sizeof(struct iphdr)))
+		return decline(DECLINE_NEEDS_RELAY);
+
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	eth = data;
+	ip = data + sizeof(*eth);
+	ip6 = (void *)(ip + 1);
+	if ((void *)(ip6 + 1) > end)
+		return count(STAT_PASS_TRUNCATED, XDP_DROP);
+	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+	eth->h_proto = bpf_htons(ETH_P_IP);
+	ip->version = 4;
+	ip->ihl = 5;
+	/* DSCP and ECN from the inner packet (RFC 6040 §4.1 normal mode). */
+	ip->tos = tc;
+	ip->tot_len = bpf_htons(len6 + sizeof(*ip));
+	id = bpf_map_lookup_elem(&ipv4_ids, &zero);
+	ip->id = bpf_htons(id ? (*id)++ : 0);
+	/* No DF with a static tunnel MTU (RFC 4213 §3.2.1). */
+	ip->frag_off = 0;
+	ip->ttl = d->ttl;
+	ip->protocol = IPPROTO_IPV6;
+	ip->check = 0;
+	ip->saddr = d->br_ipv4;
+	ip->daddr = ce;
+	ip->check = ipv4_header_sum(ip);
+	ip6->hop_limit--;
+	return redirect_fast(fib.ifindex, STAT_FAST_ENCAP);
+}
+
+/* Protocol 41 for a BR address: decapsulate it to its native destination,
+ * as the relay's from_ipv4 does for a plain packet. */
+static __always_inline int fast_decapsulate(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	struct ipv6hdr *ip6 = (void *)(ip + 1);
+	struct bpf_fib_lookup fib = {};
+	struct lpm_v6_key key = { .prefixlen = 128 };
+	struct domain_info *d;
+	struct ethhdr *eth;
+	__u8 outer_ecn, inner_ecn;
+	__u32 *index;
+	__u16 len6;
+
+	if ((void *)(ip6 + 1) > end)
+		return decline(DECLINE_NEEDS_RELAY);
+	/* Options, a bad checksum or a length that is not the frame's: the
+	 * forwarder strips, drops or trims. */
+	if (ip->version != 4 || ip->ihl != 5 || ipv4_header_sum(ip) != 0 ||
+	    (void *)ip + bpf_ntohs(ip->tot_len) != end)
+		return decline(DECLINE_NEEDS_RELAY);
+	if (martian_ipv4(ip->saddr) || bpf_map_lookup_elem(&br_addrs, &ip->saddr))
+		return decline(DECLINE_NEEDS_RELAY);
+	len6 = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+	if (ip6->version != 6 || ip6->payload_len == 0 || (void *)ip6 + len6 != end)
+		return decline(DECLINE_NEEDS_RELAY);
+	if (ip6->hop_limit <= 1 || martian_ipv6(&ip6->saddr) || martian_ipv6(&ip6->daddr))
+		return decline(DECLINE_NEEDS_RELAY);
+	/* RFC 5969 §12: the inner source embeds the outer source. */
+	__builtin_memcpy(key.addr, &ip6->saddr, sizeof(key.addr));
+	index = bpf_map_lookup_elem(&sixrd_prefixes, &key);
+	if (!index)
+		return decline(DECLINE_NEEDS_RELAY);
+	d = bpf_map_lookup_elem(&domains, index);
+	if (!d || !d->fast)
+		return decline(DECLINE_DISABLED);
+	if (ce_ipv4(&ip6->saddr, d) != ip->saddr || ip->daddr != d->br_ipv4)
+		return decline(DECLINE_NEEDS_RELAY);
+	/* To the BR itself or another CE (hairpin): the forwarder. */
+	if (in_any_prefix(&ip6->daddr))
+		return decline(DECLINE_NEEDS_RELAY);
+	/* RFC 6040 §4.2: only combinations that leave the inner ECN as is. */
+	outer_ecn = ip->tos & 3;
+	inner_ecn = (ip6->flow_lbl[0] >> 4) & 3;
+	if ((outer_ecn == 3 && inner_ecn != 3) || (outer_ecn == 1 && inner_ecn == 2))
+		return decline(DECLINE_NEEDS_RELAY);
+
+	fib.family = AF_INET6;
+	fib.l4_protocol = ip6->nexthdr;
+	fib.tot_len = len6;
+	__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
+	__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
+	fib.ifindex = ctx->ingress_ifindex;
+	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return decline(DECLINE_NO_NEXT_HOP);
+	if (!fast_egress_ok(fib.ifindex))
+		return decline(DECLINE_EGRESS);
+	if (bpf_xdp_adjust_head(ctx, (int)sizeof(struct iphdr)))
+		return decline(DECLINE_NEEDS_RELAY);
+
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	eth = data;
+	ip6 = data + sizeof(*eth);
+	if ((void *)(ip6 + 1) > end)
+		return count(STAT_PASS_TRUNCATED, XDP_DROP);
+	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+	eth->h_proto = bpf_htons(ETH_P_IPV6);
+	ip6->hop_limit--;
+	return redirect_fast(fib.ifindex, STAT_FAST_DECAP);
+}
+
 static __always_inline int steer_ipv6(struct xdp_md *ctx, struct ipv6hdr *ip6, void *end)
 {
 	struct lpm_v6_key key = { .prefixlen = 128 };
+	__u32 *index;
+	int action;
 
 	if ((void *)(ip6 + 1) > end)
 		return count(STAT_PASS_TRUNCATED, XDP_PASS);
 	__builtin_memcpy(key.addr, &ip6->daddr, sizeof(key.addr));
-	if (!bpf_map_lookup_elem(&sixrd_prefixes, &key))
+	index = bpf_map_lookup_elem(&sixrd_prefixes, &key);
+	if (!index)
 		return count(STAT_PASS_IPV6_OTHER, XDP_PASS);
+	action = fast_encapsulate(ctx, *index);
+	if (action != DECLINED)
+		return action;
 	return steer(ctx, STAT_REDIRECT_IPV6);
 }
 
@@ -113,8 +423,13 @@ static __always_inline int steer_ipv4(struct xdp_md *ctx, struct iphdr *ip, void
 	 * whole packet to the daemon's raw socket (the slow path). */
 	if (ip->frag_off & bpf_htons(IP_MF_AND_OFFSET))
 		return count(STAT_PASS_IPV4_FRAGMENT, XDP_PASS);
-	if (ip->protocol == IPPROTO_IPV6)
+	if (ip->protocol == IPPROTO_IPV6) {
+		int action = fast_decapsulate(ctx);
+
+		if (action != DECLINED)
+			return action;
 		return steer(ctx, STAT_REDIRECT_PROTO41);
+	}
 	if (ip->protocol != IPPROTO_ICMP || ip->ihl < 5)
 		return count(STAT_PASS_BR_NOT_6RD, XDP_PASS);
 	/* An ICMP error is ours only if it quotes a protocol-41 packet:

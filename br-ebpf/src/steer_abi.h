@@ -8,6 +8,7 @@
 #define MAX_INTERFACES 8
 #define MAX_BR_ADDRS 64
 #define MAX_PREFIXES 64
+#define MAX_FAST_EGRESS 64
 
 /* Per-CPU counters, one per final action of the program. */
 enum steer_stat {
@@ -21,7 +22,33 @@ enum steer_stat {
 	STAT_REDIRECT_PROTO41 = 7,    /* protocol 41 for the BR: to the forwarder */
 	STAT_REDIRECT_ICMPV4 = 8,     /* ICMPv4 error quoting protocol 41: to the forwarder */
 	STAT_REDIRECT_IPV6 = 9,       /* IPv6 to a 6rd prefix: to the forwarder */
-	STAT_COUNT = 10,              /* number of counters */
+	STAT_FAST_ENCAP = 10,         /* IPv6 encapsulated to its CE by the XDP fast path */
+	STAT_FAST_DECAP = 11,         /* protocol 41 decapsulated to the LAN by the XDP fast path */
+	STAT_COUNT = 12,              /* number of counters */
+};
+
+/* Per-CPU counters: why the XDP fast path left a packet to the forwarder
+ * (which then forwards, answers or drops it with its own counters). */
+enum fast_decline {
+	DECLINE_DISABLED = 0,         /* fast path off (xdp-fast-path = false) */
+	DECLINE_NEEDS_RELAY = 1,      /* not plain: hop limit, MTU, ECN, ICMP, hairpin, to the BR, or a check to count */
+	DECLINE_NO_NEXT_HOP = 2,      /* the kernel FIB has no resolved next hop (unresolved neighbour, local, unreachable, forwarding off) */
+	DECLINE_EGRESS = 3,           /* the egress cannot take XDP frames (not attached, or a veth whose peer has neither XDP nor GRO) */
+	DECLINE_COUNT = 4,            /* number of counters */
+};
+
+/* A 6rd domain as the fast path needs it (RFC 5969 §7.1), indexed by the
+ * value the 6rd-prefix trie returns. Addresses in network byte order
+ * unless said otherwise. */
+struct domain_info {
+	__u8 br_ipv6[16];             /* the BR's own IPv6 address: to the host */
+	__u32 br_ipv4;                /* source of encapsulated packets */
+	__u32 ipv4_common;            /* host order: the CEs' common IPv4 prefix bits */
+	__u32 prefix_len;             /* 6rd prefix length */
+	__u32 embedded_bits;          /* 32 - IPv4MaskLen */
+	__u16 mtu;                    /* static tunnel MTU: larger packets need Packet Too Big */
+	__u8 ttl;                     /* outer TTL */
+	__u8 fast;                    /* 1: the fast path may forward this domain's packets */
 };
 
 /* Key of the 6rd prefix LPM trie. */

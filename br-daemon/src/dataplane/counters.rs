@@ -112,7 +112,7 @@ impl Totals {
 
 /// Renders counters as Prometheus text (`/metrics`), also what the
 /// daemon prints when it stops.
-pub fn render(totals: &Totals, xdp: &[u64], afxdp: &[(String, u64)]) -> String {
+pub fn render(totals: &Totals, xdp: &[u64], declines: &[u64], afxdp: &[(String, u64)]) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let _ = writeln!(
@@ -165,6 +165,18 @@ pub fn render(totals: &Totals, xdp: &[u64], afxdp: &[(String, u64)]) -> String {
     }
     let _ = writeln!(
         s,
+        "# HELP br6rd_xdp_fast_path_declined_total Packets the XDP fast path left to the forwarder, by reason."
+    );
+    let _ = writeln!(s, "# TYPE br6rd_xdp_fast_path_declined_total counter");
+    for (i, v) in declines.iter().enumerate() {
+        let name = br_ebpf::DECLINE_NAMES.get(i).map_or("unknown", |n| n.0);
+        let _ = writeln!(
+            s,
+            "br6rd_xdp_fast_path_declined_total{{reason=\"{name}\"}} {v}"
+        );
+    }
+    let _ = writeln!(
+        s,
         "# HELP br6rd_afxdp_kernel_drops_total Drops the kernel counted on the AF_XDP sockets."
     );
     let _ = writeln!(s, "# TYPE br6rd_afxdp_kernel_drops_total counter");
@@ -203,6 +215,7 @@ mod tests {
         let text = render(
             &t,
             &[5; 10],
+            &[2; 4],
             &[("socket=\"lan0/0\",kind=\"rx-ring-full\"".into(), 7)],
         );
         assert_eq!(
@@ -226,6 +239,15 @@ mod tests {
         assert_eq!(
             sample(&text, "br6rd_xdp_packets_total", "action", "redirect-ipv6"),
             Some(5)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "br6rd_xdp_fast_path_declined_total",
+                "reason",
+                "no-next-hop"
+            ),
+            Some(2)
         );
         assert!(text
             .contains("br6rd_afxdp_kernel_drops_total{socket=\"lan0/0\",kind=\"rx-ring-full\"} 7"));

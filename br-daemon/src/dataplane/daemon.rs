@@ -24,6 +24,7 @@ use super::publish::Published;
 use super::slowpath::SlowPath;
 use super::worker::{self, Port, Worker};
 use super::xdp::Steering;
+use super::xdp_features::XdpFeatures;
 use super::xsk::{RingSizes, Umem, XskSocket};
 use crate::config::Config;
 use crate::relay::Relay;
@@ -102,14 +103,20 @@ fn preflight(config: &Config, fib: &Fib) -> Result<Vec<(String, u32)>> {
     if !Path::new("/dev/net/tun").exists() {
         bail!("/dev/net/tun is missing: the slow path needs the tun module (modprobe tun)");
     }
-    if std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding")
-        .map(|s| s.trim() == "0")
-        .unwrap_or(false)
-    {
-        tracing::warn!(
-            "net.ipv6.conf.all.forwarding is 0: the fast path works, but IPv6 that reaches the \
-             kernel on interfaces without XDP is not routed into the tunnel"
-        );
+    for (family, file) in [
+        ("ipv6", "/proc/sys/net/ipv6/conf/all/forwarding"),
+        ("ipv4", "/proc/sys/net/ipv4/conf/all/forwarding"),
+    ] {
+        if std::fs::read_to_string(file)
+            .map(|s| s.trim() == "0")
+            .unwrap_or(false)
+        {
+            tracing::warn!(
+                "net.{family}.conf.all.forwarding is 0: the AF_XDP forwarder works, but the XDP \
+                 fast path declines every packet (no-next-hop) and {family} that reaches the \
+                 kernel on interfaces without XDP is not routed"
+            );
+        }
     }
     Ok(ports)
 }
@@ -127,11 +134,10 @@ impl Running {
     }
 
     fn metrics(&self) -> String {
-        let xdp = self
-            .steering
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .stats();
+        let (xdp, declines) = {
+            let steering = self.steering.lock().unwrap_or_else(|e| e.into_inner());
+            (steering.stats(), steering.declines())
+        };
         let mut afxdp = Vec::new();
         for (label, fd) in &self.sockets {
             let s = super::xsk::stats_of(*fd);
@@ -145,7 +151,7 @@ impl Running {
                 afxdp.push((format!("socket=\"{label}\",kind=\"{kind}\""), v));
             }
         }
-        counters::render(&self.totals(), &xdp, &afxdp)
+        counters::render(&self.totals(), &xdp, &declines, &afxdp)
     }
 }
 
@@ -163,7 +169,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     // From here on the host is changed; everything below is undone by
     // dropping it (or by the kernel when the process dies).
     let slow = Arc::new(SlowPath::open(&config.tun, &config.domains)?);
-    let mut steering = Steering::load(&config.domains)?;
+    let mut steering = Steering::load(&config.domains, config.xdp_fast_path)?;
     for (slot, (_, ifindex)) in ports.iter().enumerate() {
         steering.add_interface(*ifindex, slot as u32)?;
     }
@@ -249,6 +255,15 @@ pub fn run(config_path: &Path) -> Result<()> {
         sockets,
         steering: Arc::new(Mutex::new(steering)),
     });
+    {
+        // Also without the fast path: a reload may turn it on.
+        let (r, ifindexes) = (Arc::clone(&running), ports.iter().map(|p| p.1).collect());
+        threads.push(
+            std::thread::Builder::new()
+                .name("br-fast-egress".into())
+                .spawn(move || track_fast_egress(r, ifindexes))?,
+        );
+    }
     if let Some(addr) = config.metrics {
         let r = Arc::clone(&running);
         threads.push(
@@ -316,7 +331,7 @@ fn reload(
         .steering
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .set_domains(&new.domains)
+        .set_domains(&new.domains, new.xdp_fast_path)
     {
         tracing::error!("reload: updating the XDP maps failed: {e:#}");
         return;
@@ -330,6 +345,51 @@ fn reload(
         path.display(),
         new.domains.len()
     );
+}
+
+/// Keeps the fast path's egress list to the attached interfaces that can
+/// transmit redirected frames now (a veth can only while its peer has XDP
+/// or GRO), checking every second. Logs each change.
+fn track_fast_egress(running: Arc<Running>, attached: Vec<u32>) {
+    let mut features = match XdpFeatures::open() {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(
+                "XDP fast path off: cannot read the interfaces' xdp-features ({e}); \
+                 the AF_XDP forwarder handles every packet"
+            );
+            return;
+        }
+    };
+    let mut current: Option<Vec<u32>> = None;
+    while !running.stop.load(Ordering::Relaxed) {
+        let capable: Vec<u32> = attached
+            .iter()
+            .copied()
+            .filter(|&i| features.can_transmit(i))
+            .collect();
+        if current.as_ref() != Some(&capable) {
+            let result = running
+                .steering
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .set_fast_egress(&capable);
+            match result {
+                Ok(()) => tracing::info!(
+                    "XDP fast path may transmit on ifindex {capable:?} of {attached:?} \
+                     (the others lack ndo_xdp_xmit: for a veth, give its peer XDP or GRO)"
+                ),
+                Err(e) => tracing::error!("XDP fast path: updating its egress map: {e:#}"),
+            }
+            current = Some(capable);
+        }
+        for _ in 0..10 {
+            if running.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 fn pin_to_cpu(index: usize) {

@@ -201,7 +201,7 @@ const NUD_FAILED: u16 = 0x20;
 const NUD_NONE: u16 = 0x00;
 
 /// Iterates over rtattrs: (type, payload).
-fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+pub(super) fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     std::iter::from_fn(move || {
         if b.len() < 4 {
             return None;
@@ -331,20 +331,26 @@ fn parse_link(body: &[u8]) -> Option<(u32, Option<String>, Option<Mac>)> {
     Some((ifindex, name, mac))
 }
 
-/// A NETLINK_ROUTE socket.
-struct Netlink {
+/// A netlink socket (NETLINK_ROUTE, or NETLINK_GENERIC for xdp_features).
+pub(super) struct Netlink {
     fd: OwnedFd,
     seq: u32,
 }
 
+const NLM_F_ACK: u16 = 0x4;
+
 impl Netlink {
     fn open(groups: u32) -> io::Result<Netlink> {
+        Netlink::open_protocol(libc::NETLINK_ROUTE, groups)
+    }
+
+    pub(super) fn open_protocol(protocol: i32, groups: u32) -> io::Result<Netlink> {
         // SAFETY: plain socket(2); the fd is owned right away.
         let raw = unsafe {
             libc::socket(
                 libc::AF_NETLINK,
                 libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
+                protocol,
             )
         };
         if raw < 0 {
@@ -376,16 +382,39 @@ impl Netlink {
         kind: u16,
         family: u8,
         header_len: usize,
+        each: impl FnMut(u16, &[u8]),
+    ) -> io::Result<()> {
+        let mut body = vec![0u8; header_len];
+        body[0] = family;
+        self.exchange(kind, NLM_F_DUMP, &body, each)
+    }
+
+    /// Sends one request with `body` and an acknowledgement wanted, and
+    /// calls `each(type, body)` per answer.
+    pub(super) fn request(
+        &mut self,
+        kind: u16,
+        body: &[u8],
+        each: impl FnMut(u16, &[u8]),
+    ) -> io::Result<()> {
+        self.exchange(kind, NLM_F_ACK, body, each)
+    }
+
+    fn exchange(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        body: &[u8],
         mut each: impl FnMut(u16, &[u8]),
     ) -> io::Result<()> {
         self.seq += 1;
-        let mut req = vec![0u8; NLMSG_HDRLEN + header_len];
+        let mut req = vec![0u8; NLMSG_HDRLEN];
+        req.extend_from_slice(body);
         let len = req.len() as u32;
         req[0..4].copy_from_slice(&len.to_ne_bytes());
         req[4..6].copy_from_slice(&kind.to_ne_bytes());
-        req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        req[6..8].copy_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
         req[8..12].copy_from_slice(&self.seq.to_ne_bytes());
-        req[NLMSG_HDRLEN] = family;
         // SAFETY: req is a live buffer of the length passed.
         let r = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
         if r < 0 {

@@ -8,4 +8,5 @@ pub mod publish;
 pub mod slowpath;
 pub mod worker;
 pub mod xdp;
+pub mod xdp_features;
 pub mod xsk;

@@ -1,5 +1,8 @@
 //! Loading the XDP steering program (built from C by br-ebpf), filling its
 //! maps from the configuration, attaching it, and reading its counters.
+//! The program's fast path reads each domain's parameters from the
+//! `domains` map ([`DomainInfo`]) and redirects only to the interfaces in
+//! `fast_egress`.
 //!
 //! Attachment goes through a bpf_link where the kernel has one, so the
 //! program disappears with the daemon: a crash never leaves packets
@@ -10,7 +13,7 @@ use std::os::fd::AsRawFd;
 
 use anyhow::{anyhow, Context, Result};
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{HashMap, MapData, PerCpuArray, XskMap};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::xdp::XdpLinkId;
 use aya::programs::{Xdp, XdpMode};
 use aya::Ebpf;
@@ -18,17 +21,57 @@ use aya::Ebpf;
 use crate::config::XdpMode as ConfigMode;
 use crate::relay::Domain;
 
+/// `struct domain_info` of steer_abi.h. aya checks its size against the
+/// map's value size when the map is opened, so a drift fails loudly.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DomainInfo {
+    pub br_ipv6: [u8; 16],
+    /// Network byte order.
+    pub br_ipv4: u32,
+    /// Host byte order.
+    pub ipv4_common: u32,
+    pub prefix_len: u32,
+    pub embedded_bits: u32,
+    pub mtu: u16,
+    pub ttl: u8,
+    pub fast: u8,
+}
+
+// SAFETY: repr(C), only integer fields and no padding (16 + 4 * 4 + 2 + 1 + 1
+// = 36 bytes, 4-aligned), so every bit pattern is valid.
+unsafe impl aya::Pod for DomainInfo {}
+
+impl DomainInfo {
+    /// What the fast path needs of `domain`.
+    pub fn of(domain: &Domain, fast: bool) -> DomainInfo {
+        DomainInfo {
+            br_ipv6: domain.br_ipv6().octets(),
+            br_ipv4: u32::from(domain.br_ipv4()).to_be(),
+            ipv4_common: u32::from(domain.common_ipv4_prefix().network()),
+            prefix_len: u32::from(domain.prefix().prefix_len()),
+            embedded_bits: 32 - u32::from(domain.ipv4_mask_len()),
+            mtu: domain.mtu(),
+            ttl: domain.ttl(),
+            fast: u8::from(fast),
+        }
+    }
+}
+
 /// The loaded program and its maps.
 pub struct Steering {
     ebpf: Ebpf,
     links: Vec<XdpLinkId>,
     xsks: XskMap<MapData>,
     stats: PerCpuArray<MapData, u64>,
+    declines: PerCpuArray<MapData, u64>,
+    fast_egress: HashMap<MapData, u32, u8>,
 }
 
 impl Steering {
-    /// Loads the program and fills the BR-address and 6rd-prefix maps.
-    pub fn load(domains: &[Domain]) -> Result<Steering> {
+    /// Loads the program and fills the BR-address, 6rd-prefix and domain
+    /// maps; `fast` enables the XDP fast path.
+    pub fn load(domains: &[Domain], fast: bool) -> Result<Steering> {
         let mut ebpf = Ebpf::load(br_ebpf::object()).context("loading the XDP object")?;
         {
             let program: &mut Xdp = ebpf
@@ -41,18 +84,36 @@ impl Steering {
         }
         let xsks = XskMap::try_from(take(&mut ebpf, br_ebpf::MAP_XSKS)?)?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, br_ebpf::MAP_STATS)?)?;
+        let declines = PerCpuArray::try_from(take(&mut ebpf, br_ebpf::MAP_DECLINES)?)?;
+        let fast_egress = HashMap::try_from(take(&mut ebpf, br_ebpf::MAP_FAST_EGRESS)?)?;
         let mut steering = Steering {
             ebpf,
             links: Vec::new(),
             xsks,
             stats,
+            declines,
+            fast_egress,
         };
-        steering.set_domains(domains)?;
+        steering.set_domains(domains, fast)?;
         Ok(steering)
     }
 
-    /// Replaces what the program matches (on reload too).
-    pub fn set_domains(&mut self, domains: &[Domain]) -> Result<()> {
+    /// Replaces what the program matches (on reload too). The domain
+    /// parameters are written before the prefixes that lead to them.
+    pub fn set_domains(&mut self, domains: &[Domain], fast: bool) -> Result<()> {
+        anyhow::ensure!(
+            domains.len() <= br_ebpf::MAX_PREFIXES as usize,
+            "at most {} domains",
+            br_ebpf::MAX_PREFIXES
+        );
+        let mut infos: Array<&mut MapData, DomainInfo> = Array::try_from(
+            self.ebpf
+                .map_mut(br_ebpf::MAP_DOMAINS)
+                .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_DOMAINS))?,
+        )?;
+        for (i, d) in domains.iter().enumerate() {
+            infos.set(i as u32, DomainInfo::of(d, fast), 0)?;
+        }
         let mut brs: HashMap<&mut MapData, u32, u8> = HashMap::try_from(
             self.ebpf
                 .map_mut(br_ebpf::MAP_BR_ADDRS)
@@ -159,6 +220,32 @@ impl Steering {
         (0..br_ebpf::STAT_COUNT)
             .map(|i| self.stats.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0))
             .collect()
+    }
+
+    /// Why the fast path left packets to the forwarder, by `br_ebpf::DECLINE_*` index.
+    pub fn declines(&self) -> Vec<u64> {
+        (0..br_ebpf::DECLINE_COUNT)
+            .map(|i| {
+                self.declines
+                    .get(&i, 0)
+                    .map(|v| v.iter().sum())
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    /// Makes `ifindexes` the interfaces the fast path may redirect to.
+    pub fn set_fast_egress(&mut self, ifindexes: &[u32]) -> Result<()> {
+        let old: Vec<u32> = self.fast_egress.keys().filter_map(|k| k.ok()).collect();
+        for k in old {
+            if !ifindexes.contains(&k) {
+                self.fast_egress.remove(&k)?;
+            }
+        }
+        for &i in ifindexes {
+            self.fast_egress.insert(i, 1, 0)?;
+        }
+        Ok(())
     }
 
     /// The program, for BPF_PROG_TEST_RUN.
