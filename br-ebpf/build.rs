@@ -73,12 +73,7 @@ fn main() {
             "/// Counter names (kebab-case) and meanings, by index."
         )
         .unwrap();
-        writeln!(
-            abi,
-            "pub const {list}: [(&str, &str); {}] = [",
-            names.len()
-        )
-        .unwrap();
+        writeln!(abi, "pub const {list}: [(&str, &str); {}] = [", names.len()).unwrap();
         for (name, comment) in &names {
             writeln!(abi, "    ({name:?}, {comment:?}),").unwrap();
         }
