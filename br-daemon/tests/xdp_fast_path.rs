@@ -408,10 +408,12 @@ fn fast_path_forwards_exactly_what_the_relay_would_and_leaves_the_rest_untouched
             stats[br_ebpf::STAT_FAST_ENCAP as usize] as u32,
             forwarded[0]
         );
+        let hairpinned = stats[br_ebpf::STAT_FAST_HAIRPIN as usize] as u32;
         assert_eq!(
-            stats[br_ebpf::STAT_FAST_DECAP as usize] as u32,
+            stats[br_ebpf::STAT_FAST_DECAP as usize] as u32 + hairpinned,
             forwarded[1]
         );
+        assert!(hairpinned > 20, "{hairpinned} hairpinned");
         // Every declined frame to a 6rd prefix or the BR has a reason.
         let declines: u64 = steering.declines().iter().sum();
         assert!(declines > 0);

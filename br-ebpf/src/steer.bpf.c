@@ -11,10 +11,11 @@
  * The fast path forwards the plain packets itself, without the copies
  * copy-mode AF_XDP costs: IPv6 to a CE is encapsulated (RFC 5969 §7.1,
  * RFC 4213 §3.5) and protocol 41 from a CE to a native destination is
- * decapsulated (RFC 4213 §3.6), each to the next hop the kernel's FIB
+ * decapsulated (RFC 4213 §3.6) or, towards another CE, re-encapsulated
+ * (RFC 5969 §8 hairpin), each to the next hop the kernel's FIB
  * gives, producing the same bytes as the forwarder's relay (tested).
  * Anything that is not plain (an ICMPv6 error to send, a check that would
- * drop it, a hairpin, an unresolved neighbour) goes to the forwarder,
+ * drop it, an unresolved neighbour, IPv4 options) goes to the forwarder,
  * which is the one place that answers, drops and counts by reason.
  */
 #include <linux/bpf.h>
@@ -236,6 +237,55 @@ static __always_inline int redirect_fast(__u32 ifindex, __u32 stat)
 	return count(stat, bpf_redirect(ifindex, 0));
 }
 
+/* Writes the 20-byte outer IPv4 header (RFC 4213 §3.5) as the relay's
+ * encapsulate does. */
+static __always_inline void write_outer_ipv4(struct iphdr *ip, __u8 tc, __u16 len6,
+					     const struct domain_info *d, __u32 ce)
+{
+	__u32 zero = 0, *id = bpf_map_lookup_elem(&ipv4_ids, &zero);
+
+	ip->version = 4;
+	ip->ihl = 5;
+	/* DSCP and ECN from the inner packet (RFC 6040 §4.1 normal mode). */
+	ip->tos = tc;
+	ip->tot_len = bpf_htons(len6 + sizeof(*ip));
+	ip->id = bpf_htons(id ? (*id)++ : 0);
+	/* No DF with a static tunnel MTU (RFC 4213 §3.2.1). */
+	ip->frag_off = 0;
+	ip->ttl = d->ttl;
+	ip->protocol = IPPROTO_IPV6;
+	ip->check = 0;
+	ip->saddr = d->br_ipv4;
+	ip->daddr = ce;
+	ip->check = ipv4_header_sum(ip);
+}
+
+/* The next hop of an encapsulated packet, or a decline. */
+static __always_inline int encap_next_hop(struct xdp_md *ctx, struct bpf_fib_lookup *fib, __u8 tc,
+					  __u16 len6, const struct domain_info *d, __u32 ce)
+{
+	fib->family = AF_INET;
+	fib->tos = tc;
+	fib->l4_protocol = IPPROTO_IPV6;
+	fib->tot_len = len6 + sizeof(struct iphdr);
+	fib->ipv4_src = d->br_ipv4;
+	fib->ipv4_dst = ce;
+	fib->ifindex = ctx->ingress_ifindex;
+	if (bpf_fib_lookup(ctx, fib, sizeof(*fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return decline(DECLINE_NO_NEXT_HOP);
+	if (!fast_egress_ok(fib->ifindex))
+		return decline(DECLINE_EGRESS);
+	return 0;
+}
+
+static __always_inline void write_eth(struct ethhdr *eth, const struct bpf_fib_lookup *fib,
+				      __u16 proto)
+{
+	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
+	eth->h_proto = bpf_htons(proto);
+}
+
 /* IPv6 towards domain `index`: encapsulate it to its CE, as the relay's
  * from_ipv6 does for a plain packet. */
 static __always_inline int fast_encapsulate(struct xdp_md *ctx, __u32 index)
@@ -247,8 +297,8 @@ static __always_inline int fast_encapsulate(struct xdp_md *ctx, __u32 index)
 	struct domain_info *d;
 	struct ethhdr *eth;
 	struct iphdr *ip;
-	__u32 zero = 0, ce, *id;
 	__u16 len6;
+	__u32 ce;
 	__u8 tc;
 
 	d = bpf_map_lookup_elem(&domains, &index);
@@ -272,18 +322,8 @@ static __always_inline int fast_encapsulate(struct xdp_md *ctx, __u32 index)
 	if (martian_ipv4(ce) || bpf_map_lookup_elem(&br_addrs, &ce))
 		return decline(DECLINE_NEEDS_RELAY);
 	tc = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
-
-	fib.family = AF_INET;
-	fib.tos = tc;
-	fib.l4_protocol = IPPROTO_IPV6;
-	fib.tot_len = len6 + sizeof(struct iphdr);
-	fib.ipv4_src = d->br_ipv4;
-	fib.ipv4_dst = ce;
-	fib.ifindex = ctx->ingress_ifindex;
-	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
-		return decline(DECLINE_NO_NEXT_HOP);
-	if (!fast_egress_ok(fib.ifindex))
-		return decline(DECLINE_EGRESS);
+	if (encap_next_hop(ctx, &fib, tc, len6, d, ce))
+		return DECLINED;
 	if (bpf_xdp_adjust_head(ctx, -(int)sizeof(struct iphdr)))
 		return decline(DECLINE_NEEDS_RELAY);
 
@@ -294,26 +334,38 @@ static __always_inline int fast_encapsulate(struct xdp_md *ctx, __u32 index)
 	ip6 = (void *)(ip + 1);
 	if ((void *)(ip6 + 1) > end)
 		return count(STAT_PASS_TRUNCATED, XDP_DROP);
-	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
-	eth->h_proto = bpf_htons(ETH_P_IP);
-	ip->version = 4;
-	ip->ihl = 5;
-	/* DSCP and ECN from the inner packet (RFC 6040 §4.1 normal mode). */
-	ip->tos = tc;
-	ip->tot_len = bpf_htons(len6 + sizeof(*ip));
-	id = bpf_map_lookup_elem(&ipv4_ids, &zero);
-	ip->id = bpf_htons(id ? (*id)++ : 0);
-	/* No DF with a static tunnel MTU (RFC 4213 §3.2.1). */
-	ip->frag_off = 0;
-	ip->ttl = d->ttl;
-	ip->protocol = IPPROTO_IPV6;
-	ip->check = 0;
-	ip->saddr = d->br_ipv4;
-	ip->daddr = ce;
-	ip->check = ipv4_header_sum(ip);
+	write_eth(eth, &fib, ETH_P_IP);
+	write_outer_ipv4(ip, tc, len6, d, ce);
 	ip6->hop_limit--;
 	return redirect_fast(fib.ifindex, STAT_FAST_ENCAP);
+}
+
+/* Protocol 41 from a CE to another CE of domain `index` (RFC 5969 §8):
+ * a new outer header, as the relay's hairpin does. The caller checked
+ * the source and ECN. */
+static __always_inline int fast_hairpin(struct xdp_md *ctx, struct ethhdr *eth, struct iphdr *ip,
+					struct ipv6hdr *ip6, __u16 len6, __u32 index)
+{
+	struct bpf_fib_lookup fib = {};
+	struct domain_info *d;
+	__u32 ce;
+	__u8 tc;
+
+	d = bpf_map_lookup_elem(&domains, &index);
+	if (!d || !d->fast)
+		return decline(DECLINE_DISABLED);
+	if (same_ipv6(&ip6->daddr, d->br_ipv6) || len6 > d->mtu)
+		return decline(DECLINE_NEEDS_RELAY);
+	ce = ce_ipv4(&ip6->daddr, d);
+	if (martian_ipv4(ce) || bpf_map_lookup_elem(&br_addrs, &ce))
+		return decline(DECLINE_NEEDS_RELAY);
+	tc = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+	if (encap_next_hop(ctx, &fib, tc, len6, d, ce))
+		return DECLINED;
+	write_eth(eth, &fib, ETH_P_IP);
+	write_outer_ipv4(ip, tc, len6, d, ce);
+	ip6->hop_limit--;
+	return redirect_fast(fib.ifindex, STAT_FAST_HAIRPIN);
 }
 
 /* Protocol 41 for a BR address: decapsulate it to its native destination,
@@ -356,14 +408,16 @@ static __always_inline int fast_decapsulate(struct xdp_md *ctx)
 		return decline(DECLINE_DISABLED);
 	if (ce_ipv4(&ip6->saddr, d) != ip->saddr || ip->daddr != d->br_ipv4)
 		return decline(DECLINE_NEEDS_RELAY);
-	/* To the BR itself or another CE (hairpin): the forwarder. */
-	if (in_any_prefix(&ip6->daddr))
-		return decline(DECLINE_NEEDS_RELAY);
 	/* RFC 6040 §4.2: only combinations that leave the inner ECN as is. */
 	outer_ecn = ip->tos & 3;
 	inner_ecn = (ip6->flow_lbl[0] >> 4) & 3;
 	if ((outer_ecn == 3 && inner_ecn != 3) || (outer_ecn == 1 && inner_ecn == 2))
 		return decline(DECLINE_NEEDS_RELAY);
+	/* To another CE: hairpin. */
+	__builtin_memcpy(key.addr, &ip6->daddr, sizeof(key.addr));
+	index = bpf_map_lookup_elem(&sixrd_prefixes, &key);
+	if (index)
+		return fast_hairpin(ctx, data, ip, ip6, len6, *index);
 
 	fib.family = AF_INET6;
 	fib.l4_protocol = ip6->nexthdr;

@@ -24,14 +24,15 @@ enum steer_stat {
 	STAT_REDIRECT_IPV6 = 9,       /* IPv6 to a 6rd prefix: to the forwarder */
 	STAT_FAST_ENCAP = 10,         /* IPv6 encapsulated to its CE by the XDP fast path */
 	STAT_FAST_DECAP = 11,         /* protocol 41 decapsulated to the LAN by the XDP fast path */
-	STAT_COUNT = 12,              /* number of counters */
+	STAT_FAST_HAIRPIN = 12,       /* protocol 41 from a CE re-encapsulated to another CE by the XDP fast path */
+	STAT_COUNT = 13,              /* number of counters */
 };
 
 /* Per-CPU counters: why the XDP fast path left a packet to the forwarder
  * (which then forwards, answers or drops it with its own counters). */
 enum fast_decline {
 	DECLINE_DISABLED = 0,         /* fast path off (xdp-fast-path = false) */
-	DECLINE_NEEDS_RELAY = 1,      /* not plain: hop limit, MTU, ECN, ICMP, hairpin, to the BR, or a check to count */
+	DECLINE_NEEDS_RELAY = 1,      /* not plain: an ICMPv6 error to send (hop limit, MTU), ECN to merge, IPv4 options or padding, to the BR itself, or a check that drops it */
 	DECLINE_NO_NEXT_HOP = 2,      /* the kernel FIB has no resolved next hop (unresolved neighbour, local, unreachable, forwarding off) */
 	DECLINE_EGRESS = 3,           /* the egress cannot take XDP frames (not attached, or a veth whose peer has neither XDP nor GRO) */
 	DECLINE_COUNT = 4,            /* number of counters */

@@ -375,6 +375,11 @@ fn track_fast_egress(running: Arc<Running>, attached: Vec<u32>) {
                 .unwrap_or_else(|e| e.into_inner())
                 .set_fast_egress(&capable);
             match result {
+                Ok(()) if capable.is_empty() => tracing::warn!(
+                    "XDP fast path: none of the attached interfaces {attached:?} can transmit \
+                     redirected frames (no ndo_xdp_xmit; for a veth, give its peer XDP or GRO): \
+                     the AF_XDP forwarder handles every packet"
+                ),
                 Ok(()) => tracing::info!(
                     "XDP fast path may transmit on ifindex {capable:?} of {attached:?} \
                      (the others lack ndo_xdp_xmit: for a veth, give its peer XDP or GRO)"

@@ -53,7 +53,10 @@ enum Stream {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Forwarder {
+    /// br-daemon as configured by default: XDP fast path and AF_XDP forwarder.
     Br,
+    /// br-daemon with `xdp-fast-path = false`: every packet through AF_XDP.
+    BrAfxdp,
     Kernel,
     XdpRedirect,
 }
@@ -259,7 +262,8 @@ struct Testbed {
     in_mac: [u8; 6],
     sink_ebpf: Ebpf,
     redirect_ebpf: Option<Ebpf>,
-    daemon: Option<(Proc, u16)>,
+    /// The running daemon, its queues and whether its fast path is on.
+    daemon: Option<(Proc, u16, bool)>,
 }
 
 fn veth(a_ns: &Netns, a: &str, b_ns: &Netns, b: &str) {
@@ -288,7 +292,7 @@ impl Testbed {
                 .join(":")
         };
         gw.sh(&format!(
-            "sysctl -qw net.ipv6.conf.all.forwarding=1 net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 && \
+            "sysctl -qw net.ipv4.conf.all.forwarding=1 net.ipv6.conf.all.forwarding=1 net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 && \
              ip -4 addr add 10.200.0.1/24 dev out0 && ip -6 addr add 2001:db8:ff::1/64 dev out0 nodad && \
              ip neigh replace 10.200.0.2 lladdr {m} dev out0 nud permanent && \
              ip -6 neigh replace 2001:db8:ff::2 lladdr {m} dev out0 nud permanent && \
@@ -357,7 +361,7 @@ impl Testbed {
     }
 
     fn stop_daemon(&mut self) {
-        if let Some((mut d, _)) = self.daemon.take() {
+        if let Some((mut d, _, _)) = self.daemon.take() {
             d.signal(libc::SIGTERM);
             d.wait_for_exit(Duration::from_secs(10));
         }
@@ -397,18 +401,24 @@ impl Testbed {
     /// Puts the gateway in the mode the scenario needs.
     fn prepare(&mut self, forwarder: Forwarder, queues: u16) -> Result<()> {
         match forwarder {
-            Forwarder::Br => {
+            Forwarder::Br | Forwarder::BrAfxdp => {
+                let fast = forwarder == Forwarder::Br;
                 self.redirect_ebpf = None;
-                if self.daemon.as_ref().is_some_and(|(_, q)| *q == queues) {
+                if self
+                    .daemon
+                    .as_ref()
+                    .is_some_and(|(_, q, f)| *q == queues && *f == fast)
+                {
                     return Ok(());
                 }
                 self.stop_daemon();
                 self.set_queues(queues);
-                let config = self.dir.join(format!("bench-{queues}q.toml"));
+                let mode = if fast { "fast" } else { "afxdp" };
+                let config = self.dir.join(format!("bench-{queues}q-{mode}.toml"));
                 std::fs::write(
                     &config,
                     format!(
-                        "[relay]\ninterfaces = [\"in0\", \"out0\"]\nqueues = {queues}\nicmp-errors-per-second = 0\nicmp-burst = 0\n\n\
+                        "[relay]\ninterfaces = [\"in0\", \"out0\"]\nqueues = {queues}\nxdp-fast-path = {fast}\nicmp-errors-per-second = 0\nicmp-burst = 0\n\n\
                          [[domain]]\nname = \"vpc\"\nprefix = \"2001:db8:0:f096::/64\"\nbr-ipv4 = \"{BR_V4}\"\nmtu = 1480\n"
                     ),
                 )?;
@@ -416,14 +426,24 @@ impl Testbed {
                     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/br-daemon");
                 let mut cmd = self.gw.command(bin.to_str().expect("utf-8"));
                 cmd.args(["run", "--config", config.to_str().expect("utf-8")]);
-                let d = spawn(cmd, self.dir.join(format!("daemon-{queues}q.log")));
+                let d = spawn(cmd, self.dir.join(format!("daemon-{queues}q-{mode}.log")));
                 let up = br_tests::eventually(Duration::from_secs(20), || {
                     d.output().contains("relaying")
                 });
                 if !up {
                     bail!("br-daemon did not start:\n{}", d.output());
                 }
-                self.daemon = Some((d, queues));
+                // The fast path starts once the daemon has checked that
+                // out0 can transmit redirected frames.
+                let ready = br_tests::eventually(Duration::from_secs(5), || {
+                    !fast
+                        || d.output()
+                            .contains("XDP fast path may transmit on ifindex [")
+                });
+                if !ready {
+                    bail!("br-daemon did not enable its fast path:\n{}", d.output());
+                }
+                self.daemon = Some((d, queues, fast));
                 std::thread::sleep(Duration::from_millis(300));
             }
             Forwarder::Kernel => {
@@ -549,6 +569,7 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
             "{} {} {} {} {}q",
             match forwarder {
                 Forwarder::Br => "br",
+                Forwarder::BrAfxdp => "br-afxdp",
                 Forwarder::Kernel => "kernel-forwarding",
                 Forwarder::XdpRedirect => "xdp-redirect",
             },
@@ -590,6 +611,9 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
         add(Forwarder::XdpRedirect, Stream::Plain, size, 1, 1);
         for stream in [Stream::Encap, Stream::Decap, Stream::Hairpin, Stream::Mix] {
             add(Forwarder::Br, stream, size, 1, 1);
+            if !quick || matches!(stream, Stream::Encap | Stream::Decap) {
+                add(Forwarder::BrAfxdp, stream, size, 1, 1);
+            }
             if !quick || matches!(stream, Stream::Encap | Stream::Decap) {
                 add(Forwarder::Br, stream, size, 65536, 1);
                 add(Forwarder::Br, stream, size, 1, 2);
