@@ -126,7 +126,7 @@ fn ce_address(which: usize, ce: u32, host: u64) -> Ipv6Addr {
         // prefix /64, 32 bits at 64..96
         0 => (0x2001_0db8_0000_f096u128 << 64) | (u128::from(ce) << 32) | u128::from(host as u32),
         // prefix /40, 24 bits at 40..64
-        1 => (0x2001_0db8_01u128 << 88) | (u128::from(ce & 0x00ff_ffff) << 64) | u128::from(host),
+        1 => (0x20_010d_b801_u128 << 88) | (u128::from(ce & 0x00ff_ffff) << 64) | u128::from(host),
         // prefix /48, 16 bits at 48..64
         _ => (0x2001_0db9_0000u128 << 80) | (u128::from(ce & 0xffff) << 64) | u128::from(host),
     };

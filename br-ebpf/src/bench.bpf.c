@@ -2,7 +2,9 @@
 /* Benchmark helpers (cargo xtask bench), not part of the BR:
  * - bench_sink: counts every frame (per CPU) and drops it: the sink.
  * - bench_redirect: redirects every frame to the interface in tx_port[0]:
- *   the XDP ceiling of the testbed. */
+ *   the XDP ceiling of the testbed.
+ * - xdp_pass: passes every frame; on a veth it lets the peer transmit
+ *   redirected frames to it (the lab's fast-path tests). */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
@@ -39,6 +41,12 @@ SEC("xdp")
 int bench_redirect(struct xdp_md *ctx)
 {
 	return bpf_redirect_map(&tx_port, 0, XDP_PASS);
+}
+
+SEC("xdp")
+int xdp_pass(struct xdp_md *ctx)
+{
+	return XDP_PASS;
 }
 
 char _license[] SEC("license") = "Dual MIT/GPL";

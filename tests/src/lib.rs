@@ -265,6 +265,12 @@ pub struct LabOptions {
     pub emulated_ces: bool,
     /// The ce-emulator binary (tests pass env!("CARGO_BIN_EXE_ce-emulator")).
     pub ce_emulator: PathBuf,
+    /// An XDP pass program on the gateway's peers (lan0, vpc-gw): the
+    /// gateway's veths can then transmit redirected frames and the XDP
+    /// fast path forwards plain packets. Off, every packet goes through
+    /// the AF_XDP forwarder. (Not GRO: it would merge protocol-41 TCP
+    /// segments into packets the emulated CEs cannot take.)
+    pub fast_path_peers: bool,
 }
 
 /// The SCENARIO.md lab with the daemon running on the gateway.
@@ -275,12 +281,31 @@ pub struct Lab {
     // Field order is drop order: processes first, then namespaces.
     pub daemon: Option<Proc>,
     pub ces: Vec<Proc>,
+    /// XDP programs on the gateway's peers (fast_path_peers).
+    peer_xdp: Vec<aya::Ebpf>,
     pub lan: Netns,
     pub gw: Netns,
     pub vpc: Netns,
     pub ce1: Netns,
     pub ce2: Netns,
     _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+/// Attaches the `xdp_pass` program to `dev` in `ns`; it stays while the
+/// returned object lives.
+pub fn xdp_pass(ns: &Netns, dev: &'static str) -> aya::Ebpf {
+    ns.enter(move || {
+        let mut e = aya::Ebpf::load(br_ebpf::bench_object()).expect("load the test XDP object");
+        let p: &mut aya::programs::Xdp = e
+            .program_mut("xdp_pass")
+            .expect("xdp_pass")
+            .try_into()
+            .expect("an XDP program");
+        p.load().expect("load xdp_pass");
+        p.attach(dev, aya::programs::XdpMode::Driver)
+            .expect("attach xdp_pass");
+        e
+    })
 }
 
 /// A veth pair between two namespaces, with `queues` queues on each end.
@@ -332,6 +357,7 @@ impl Lab {
             vpc: Netns::new(name("vpc")),
             ce1: Netns::new(name("ce1")),
             ce2: Netns::new(name("ce2")),
+            peer_xdp: Vec::new(),
             _serial: serial,
         };
         let q = opts.queues;
@@ -349,6 +375,10 @@ impl Lab {
             ns.sh(&format!(
                 "ethtool -L {dev} rx {q} tx {q} 2>/dev/null || true"
             ));
+        }
+        if opts.fast_path_peers {
+            lab.peer_xdp.push(xdp_pass(&lab.lan, "lan0"));
+            lab.peer_xdp.push(xdp_pass(&lab.vpc, "vpc-gw"));
         }
         // A bridge with br_netfilter would drop IPv4 with bad checksums
         // before the BR sees them (the malformed-packet test sends some).
@@ -457,17 +487,19 @@ impl Lab {
             .unwrap_or_else(|| panic!("no counters from br-daemon:\n{}", self.daemon_output()))
     }
 
-    /// One counter: `kind` is "path", "reason", "io" or "action".
+    /// One counter: `kind` is "path", "reason", "io", "action" (of the XDP
+    /// program) or "declined" (by the XDP fast path, by reason).
     pub fn counter(&self, kind: &str, name: &str) -> u64 {
-        let metric = match kind {
-            "path" => "br6rd_forwarded_packets_total",
-            "reason" => "br6rd_dropped_packets_total",
-            "io" => "br6rd_io_packets_total",
-            "action" => "br6rd_xdp_packets_total",
+        let (metric, label) = match kind {
+            "path" => ("br6rd_forwarded_packets_total", kind),
+            "reason" => ("br6rd_dropped_packets_total", kind),
+            "io" => ("br6rd_io_packets_total", kind),
+            "action" => ("br6rd_xdp_packets_total", kind),
+            "declined" => ("br6rd_xdp_fast_path_declined_total", "reason"),
             other => panic!("no counter kind {other}"),
         };
         let text = self.metrics();
-        let key = format!("{metric}{{{kind}=\"{name}\"}} ");
+        let key = format!("{metric}{{{label}=\"{name}\"}} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&key))
             .and_then(|v| v.trim().parse().ok())

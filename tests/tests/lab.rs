@@ -12,6 +12,7 @@ fn lab() -> Lab {
         extra_domains: String::new(),
         emulated_ces: true,
         ce_emulator: env!("CARGO_BIN_EXE_ce-emulator").into(),
+        fast_path_peers: false,
     })
 }
 
@@ -360,6 +361,7 @@ fn generic_xdp_mode_relays_too() {
         extra_domains: String::new(),
         emulated_ces: true,
         ce_emulator: env!("CARGO_BIN_EXE_ce-emulator").into(),
+        fast_path_peers: false,
     });
     assert!(
         lab.daemon_output().contains("Generic mode"),
@@ -371,6 +373,73 @@ fn generic_xdp_mode_relays_too() {
     let (n, out) = ping(&lab.ce1, &format!("-6 -c 3 -i 0.2 {CE2_V6}"));
     assert_eq!(n, 3, "{out}");
     assert!(lab.counter("path", "hairpinned") >= 6);
+    let summary = lab.stop_daemon();
+    assert!(!summary.contains("MISMATCH"), "{summary}");
+}
+
+#[test]
+fn xdp_fast_path_carries_plain_traffic_and_leaves_the_rest_to_the_forwarder() {
+    let mut lab = Lab::start(LabOptions {
+        queues: 2,
+        extra_config: String::new(),
+        extra_domains: String::new(),
+        emulated_ces: true,
+        ce_emulator: env!("CARGO_BIN_EXE_ce-emulator").into(),
+        fast_path_peers: true,
+    });
+    assert!(
+        eventually(Duration::from_secs(5), || lab
+            .daemon_output()
+            .contains("XDP fast path may transmit on ifindex [")),
+        "{}",
+        lab.daemon_output()
+    );
+    // The first packets resolve the neighbours through the forwarder and
+    // the kernel; the rest take the fast path.
+    for (ns, dst) in [
+        (&lab.lan, CE1_V6),
+        (&lab.ce1, LAN_SERVER),
+        (&lab.ce1, CE2_V6),
+    ] {
+        let (n, out) = ping(ns, &format!("-6 -c 4 -i 0.2 {dst}"));
+        assert_eq!(n, 4, "ping {dst}\n{out}\n{}", lab.daemon_output());
+        assert!(out.contains("ttl=63"), "{out}");
+    }
+    let data = pseudo_random(2_000_000, 7);
+    let got = tcp_transfer(&lab.ce1, CE1_V6, &lab.lan, data.clone());
+    assert!(
+        got == data,
+        "LAN -> CE1: {} of {} bytes",
+        got.len(),
+        data.len()
+    );
+    let got = tcp_transfer(&lab.lan, LAN_SERVER, &lab.ce2, data.clone());
+    assert!(
+        got == data,
+        "CE2 -> LAN: {} of {} bytes",
+        got.len(),
+        data.len()
+    );
+    let (encap, decap, hairpin) = (
+        lab.counter("action", "fast-encap"),
+        lab.counter("action", "fast-decap"),
+        lab.counter("action", "fast-hairpin"),
+    );
+    assert!(encap > 1000 && decap > 1000, "{}", lab.metrics());
+    assert!(hairpin >= 4, "{}", lab.metrics());
+    // Hop limit 1 is not plain: the forwarder answers Time Exceeded.
+    let (n, out) = ping(&lab.lan, &format!("-6 -c 1 -t 1 -W 2 {CE1_V6}"));
+    assert_eq!(n, 0, "{out}");
+    assert!(out.contains("Time exceeded"), "{out}");
+    assert_eq!(lab.counter("path", "icmp-time-exceeded"), 1);
+    assert!(lab.counter("declined", "needs-relay") >= 1);
+    // Frames the fast path sent never reach the forwarder's counters.
+    let forwarded = lab.counter("path", "encapsulated") + lab.counter("path", "decapsulated");
+    assert!(
+        forwarded < (encap + decap) / 10,
+        "forwarder {forwarded}, fast path {}",
+        encap + decap
+    );
     let summary = lab.stop_daemon();
     assert!(!summary.contains("MISMATCH"), "{summary}");
 }

@@ -100,6 +100,7 @@ fn real_linux_ces_in_both_domains() {
         extra_domains: STRICT_DOMAIN.to_string(),
         emulated_ces: false,
         ce_emulator: env!("CARGO_BIN_EXE_ce-emulator").into(),
+        fast_path_peers: false,
     });
     lab.gw.sh("ip -4 addr add 10.1.0.1/16 dev gw-wan");
     let ce2_lines = ce_config(&lab.config, CE2_V4, "vpc");

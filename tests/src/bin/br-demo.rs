@@ -45,6 +45,7 @@ fn main() -> Result<()> {
         extra_domains: String::new(),
         emulated_ces: true,
         ce_emulator: target.join("ce-emulator"),
+        fast_path_peers: true,
     });
     println!("br-daemon is running with {}:", lab.config.display());
     println!("{}", std::fs::read_to_string(&lab.config)?);
@@ -82,7 +83,11 @@ fn main() -> Result<()> {
             }
         }
         println!(
-            "  counters: encapsulated {} decapsulated {} hairpinned {} dropped {}",
+            "  counters: XDP fast path: encapsulated {} decapsulated {} hairpinned {}; \
+             forwarder: encapsulated {} decapsulated {} hairpinned {} dropped {}",
+            lab.counter("action", "fast-encap"),
+            lab.counter("action", "fast-decap"),
+            lab.counter("action", "fast-hairpin"),
             lab.counter("path", "encapsulated"),
             lab.counter("path", "decapsulated"),
             lab.counter("path", "hairpinned"),
