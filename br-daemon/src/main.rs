@@ -222,6 +222,9 @@ fn run(command: Command) -> Result<ExitCode> {
             for (name, meaning) in br_ebpf::STAT_NAMES {
                 println!("xdp:{name:<22} {meaning}");
             }
+            for (name, meaning) in br_ebpf::DECLINE_NAMES {
+                println!("declined:{name:<17} {meaning}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Counters { live: Some(addr) } => {

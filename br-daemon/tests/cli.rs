@@ -125,7 +125,10 @@ fn every_counter_is_documented() {
     let names = stdout(&br(&["counters"]));
     for line in names.lines() {
         let name = line.split_whitespace().next().unwrap();
-        let name = name.trim_start_matches("drop:").trim_start_matches("xdp:");
+        let name = name
+            .trim_start_matches("drop:")
+            .trim_start_matches("xdp:")
+            .trim_start_matches("declined:");
         assert!(
             doc.contains(&format!("`{name}`")),
             "docs/counters.md does not explain {name}"

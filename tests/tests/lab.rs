@@ -90,7 +90,7 @@ fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
 #[test]
 fn ten_megabytes_each_way_arrive_intact() {
     let lab = lab();
-    // Warm the neighbour caches so the transfer runs on the fast path.
+    // Warm the neighbour caches so the transfer runs on the AF_XDP path.
     ping(&lab.lan, &format!("-6 -c 1 {CE1_V6}"));
     let up = pseudo_random(10 << 20, 1);
     assert!(

@@ -10,7 +10,7 @@ use crate::relay::{DropReason, Path};
 named_enum! {
     /// Packets in and out of the forwarder.
     Io {
-        /// Frames taken from the AF_XDP receive rings (the fast path).
+        /// Frames taken from the AF_XDP receive rings (the AF_XDP path).
         ReceivedAfxdp => "rx-afxdp",
         /// Packets read from the TUN interface or the protocol-41 raw socket (the slow path).
         ReceivedKernel => "rx-kernel",

@@ -8,7 +8,7 @@
 //! - A raw protocol-41 socket receives what the kernel delivers locally:
 //!   reassembled fragments, and traffic from interfaces without XDP.
 //! - Raw IPv4 and IPv6 sockets (header included) hand packets to the
-//!   kernel to route when the fast path cannot send them itself: the
+//!   kernel to route when the AF_XDP forwarder cannot send them itself: the
 //!   neighbour is not resolved yet, or the egress interface has no XDP.
 //!   Writing into the TUN delivers packets for the host's own addresses.
 //!

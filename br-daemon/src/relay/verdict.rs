@@ -53,7 +53,7 @@ named_enum! {
         Malformed => "malformed",
         /// The IPv4 header checksum does not verify.
         BadIpv4Checksum => "bad-ipv4-checksum",
-        /// A fragment of a protocol-41 packet reached the fast path; the kernel reassembles fragments and hands them to the slow path.
+        /// A fragment of a protocol-41 packet reached the AF_XDP forwarder; the kernel reassembles fragments and hands them to the slow path.
         Ipv4Fragment => "ipv4-fragment",
         /// An IPv4 packet that is neither protocol 41 nor an ICMP error about one.
         NotProtocol41 => "not-protocol-41",
