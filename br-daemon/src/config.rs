@@ -463,6 +463,7 @@ br-ipv4 = "10.255.255.222"
         assert_eq!(c.interfaces, ["lan0", "wan0"]);
         assert_eq!(c.queues, 2);
         assert_eq!(c.xdp_mode, XdpMode::Native);
+        assert!(c.xdp_fast_path, "on by default");
         assert_eq!(c.tun, DEFAULT_TUN);
         assert_eq!(c.metrics, Some(DEFAULT_METRICS.parse().unwrap()));
         assert_eq!(c.domains.len(), 1);
@@ -568,6 +569,7 @@ mtu = 1000
 [relay]
 metrics = "off"
 xdp-mode = "generic"
+xdp-fast-path = false
 icmp-errors-per-second = 100
 icmp-burst = 5
 [[domain]]
@@ -582,6 +584,7 @@ mtu = 1480
         let c = Config::parse(text, "t.toml").unwrap();
         assert_eq!(c.metrics, None);
         assert_eq!(c.xdp_mode, XdpMode::Generic);
+        assert!(!c.xdp_fast_path);
         assert_eq!(
             c.icmp_rate,
             IcmpRate {
