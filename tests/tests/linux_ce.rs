@@ -100,7 +100,8 @@ fn real_linux_ces_in_both_domains() {
         extra_domains: STRICT_DOMAIN.to_string(),
         emulated_ces: false,
         ce_emulator: env!("CARGO_BIN_EXE_ce-emulator").into(),
-        fast_path_peers: false,
+        // As deployed: plain packets take the XDP fast path.
+        fast_path_peers: true,
     });
     lab.gw.sh("ip -4 addr add 10.1.0.1/16 dev gw-wan");
     let ce2_lines = ce_config(&lab.config, CE2_V4, "vpc");
@@ -235,6 +236,12 @@ fn real_linux_ces_in_both_domains() {
     std::thread::sleep(Duration::from_secs(2));
     let out = ce1.must("md5sum /tmp/down");
     assert!(out.contains(&md5(&down)), "LAN -> CE1 transfer: {out}");
+    // Both transfers took the XDP fast path: 1 MiB is over 700 segments.
+    assert!(
+        lab.counter("action", "fast-encap") > 700 && lab.counter("action", "fast-decap") > 700,
+        "{}",
+        lab.metrics()
+    );
 
     // Packet Too Big for LAN packets over the CE's MTU; the retry gets through.
     let (n, out) = ping(&lab.lan, &format!("-6 -c 1 -s 1300 -M do {CE1_V6}"));
@@ -258,16 +265,17 @@ fn real_linux_ces_in_both_domains() {
     // relay prefix, sit maps every 6rd-prefix destination to the CE's own
     // IPv4 address (try_6rd runs before the default route), so CE 1's
     // packets for CE 2, or for the BR's own 6rd address, go to CE 1 itself.
-    let steered = lab.counter("action", "redirect-proto41");
+    let proto41 = |lab: &Lab| {
+        lab.counter("action", "redirect-proto41")
+            + lab.counter("action", "fast-decap")
+            + lab.counter("action", "fast-hairpin")
+    };
+    let steered = proto41(&lab);
     for dst in [CE2_V6, BR_V6] {
         let (_, out) = ce1.run(&format!("ping -6 -c 2 -W 1 {dst}"), Duration::from_secs(20));
         assert_eq!(received(&out), 0, "CE1 -> {dst}\n{out}");
     }
-    assert_eq!(
-        lab.counter("action", "redirect-proto41"),
-        steered,
-        "nothing reached the BR"
-    );
+    assert_eq!(proto41(&lab), steered, "nothing reached the BR");
 
     // ICMPv6 errors the BR sends to CE 1 come from its 6rd address, inside
     // CE 1's 6rd prefix; sit accepts such a source only from the IPv4
@@ -335,13 +343,15 @@ fn real_linux_ces_in_both_domains() {
     );
     // Across domains the BR hairpins both ways (RFC 5969 §8), and both
     // CEs accept: the inner source is outside their own 6rd prefix.
-    let hairpinned = lab.counter("path", "hairpinned");
+    let hairpins =
+        |lab: &Lab| lab.counter("path", "hairpinned") + lab.counter("action", "fast-hairpin");
+    let hairpinned = hairpins(&lab);
     let (_, out) = ce3.run(
         &format!("ping -6 -c 2 -W 2 {CE1_V6}"),
         Duration::from_secs(20),
     );
     assert_eq!(received(&out), 2, "CE 3 -> CE 1\n{out}\n{}", lab.metrics());
-    assert_eq!(lab.counter("path", "hairpinned"), hairpinned + 4);
+    assert_eq!(hairpins(&lab), hairpinned + 4);
 
     drop(vms);
     let summary = lab.stop_daemon();
