@@ -670,6 +670,16 @@ fn main() -> Result<()> {
     report(&results, quick, cpus, started.elapsed())
 }
 
+/// Bar colour of a forwarder in the chart.
+fn color(f: Forwarder) -> u32 {
+    match f {
+        Forwarder::Kernel => 0x888888,
+        Forwarder::XdpRedirect => 0x222222,
+        Forwarder::Br => 0x1f77b4,
+        Forwarder::BrAfxdp => 0xff7f0e,
+    }
+}
+
 fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Duration) -> Result<()> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
@@ -721,15 +731,32 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
     // The chart: forwarded rate by scenario, baselines included.
     let data: String = results
         .iter()
-        .map(|(s, o)| format!("\"{}\" {:.0}\n", s.name, o.forwarded_pps))
+        .map(|(s, o)| {
+            format!(
+                "\"{}\" {:.0} {}\n",
+                s.name,
+                o.forwarded_pps,
+                color(s.forwarder)
+            )
+        })
         .collect();
     std::fs::write(dir.join("chart.dat"), data)?;
     let script = format!(
-        "set terminal png size 1400,700\nset output '{}'\nset style data histograms\nset style fill solid\n\
+        "set terminal png size 1400,700\nset output '{}'\nset style fill solid\nset boxwidth 0.7\n\
          set xtics rotate by -45\nset ylabel 'forwarded packets/s'\nset title 'br-daemon vs kernel forwarding and XDP redirect (same run)'\n\
-         set key off\nset bmargin 14\nset yrange [0:*]\nplot '{}' using 2:xtic(1)\n",
+         set key outside top center horizontal\nset bmargin 14\nset yrange [0:*]\nset xrange [-0.6:{:.1}]\n\
+         plot '{}' using 0:2:3:xtic(1) with boxes lc rgb variable notitle, \\\n\
+         NaN with boxes lc rgb '#{:06x}' title 'kernel IPv6 forwarding', \\\n\
+         NaN with boxes lc rgb '#{:06x}' title 'XDP redirect (ceiling)', \\\n\
+         NaN with boxes lc rgb '#{:06x}' title 'br (XDP fast path)', \\\n\
+         NaN with boxes lc rgb '#{:06x}' title 'br-afxdp (fast path off)'\n",
         dir.join("chart.png").display(),
-        dir.join("chart.dat").display()
+        results.len() as f64 - 0.4,
+        dir.join("chart.dat").display(),
+        color(Forwarder::Kernel),
+        color(Forwarder::XdpRedirect),
+        color(Forwarder::Br),
+        color(Forwarder::BrAfxdp),
     );
     std::fs::write(dir.join("chart.gp"), script)?;
     let status = std::process::Command::new("gnuplot")
