@@ -23,6 +23,8 @@ pub const MAP_DOMAINS: &str = "domains";
 pub const MAP_FAST_EGRESS: &str = "fast_egress";
 /// PERCPU_ARRAY: fast-path declines by `DECLINE_*` index.
 pub const MAP_DECLINES: &str = "declines";
+/// PERCPU_ARRAY, one entry: the fast path's next IPv4 identification.
+pub const MAP_IPV4_IDS: &str = "ipv4_ids";
 
 #[repr(C, align(8))]
 struct Aligned<T: ?Sized>(T);

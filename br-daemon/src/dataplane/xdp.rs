@@ -95,7 +95,25 @@ impl Steering {
             fast_egress,
         };
         steering.set_domains(domains, fast)?;
+        steering.seed_ipv4_ids()?;
         Ok(steering)
+    }
+
+    /// Starts each CPU's IPv4 ID counter far from the others (and from the
+    /// AF_XDP workers', which start at worker × 0x9e37) so that IDs of one
+    /// CE's packets rarely collide.
+    fn seed_ipv4_ids(&mut self) -> Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
+        let mut ids: PerCpuArray<&mut MapData, u32> = PerCpuArray::try_from(
+            self.ebpf
+                .map_mut(br_ebpf::MAP_IPV4_IDS)
+                .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_IPV4_IDS))?,
+        )?;
+        let seeds: Vec<u32> = (0..cpus as u32)
+            .map(|cpu| (cpu.wrapping_mul(0x9e37) + 0x4f1b) & 0xffff)
+            .collect();
+        ids.set(0, aya::maps::PerCpuValues::try_from(seeds)?, 0)?;
+        Ok(())
     }
 
     /// Replaces what the program matches (on reload too). The domain
