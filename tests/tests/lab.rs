@@ -440,6 +440,11 @@ fn xdp_fast_path_carries_plain_traffic_and_leaves_the_rest_to_the_forwarder() {
         "forwarder {forwarded}, fast path {}",
         encap + decap
     );
+    let encap = lab.counter("action", "fast-encap");
     let summary = lab.stop_daemon();
     assert!(!summary.contains("MISMATCH"), "{summary}");
+    assert!(
+        summary.contains(&format!("XDP fast path: {encap} encapsulated")),
+        "{summary}"
+    );
 }

@@ -420,8 +420,17 @@ pub fn summary(totals: &Totals, metrics: &str) -> String {
         s.push_str(line);
         s.push('\n');
     }
+    let fast = |action: &str| {
+        counters::sample(metrics, "br6rd_xdp_packets_total", "action", action).unwrap_or(0)
+    };
     s.push_str(&format!(
-        "  packets in {inputs} = out {outputs} + dropped {drops}{}\n",
+        "  XDP fast path: {} encapsulated, {} decapsulated, {} hairpinned (not in the forwarder's balance)\n",
+        fast("fast-encap"),
+        fast("fast-decap"),
+        fast("fast-hairpin")
+    ));
+    s.push_str(&format!(
+        "  forwarder: packets in {inputs} = out {outputs} + dropped {drops}{}\n",
         if inputs == outputs + drops {
             ""
         } else {
