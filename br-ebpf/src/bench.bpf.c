@@ -1,12 +1,29 @@
 // SPDX-License-Identifier: (MIT OR GPL-2.0)
 /* Benchmark helpers (cargo xtask bench), not part of the BR:
- * - bench_sink: counts every frame (per CPU) and drops it: the sink.
+ * - bench_sink: counts every frame (per CPU) and drops it: the sink. A
+ *   frame whose IPv6 flow label is LATENCY_MARK carries a CLOCK_MONOTONIC
+ *   timestamp in place of its UDP header (latency trials); its one-way
+ *   latency goes into a histogram of 1-microsecond buckets.
  * - bench_redirect: redirects every frame to the interface in tx_port[0]:
  *   the XDP ceiling of the testbed.
  * - xdp_pass: passes every frame; on a veth it lets the peer transmit
  *   redirected frames to it (the lab's fast-path tests). */
 #include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
+
+/* Buckets 0..LATENCY_BUCKETS-2 are 1 us wide; the last one is "more". */
+#define LATENCY_BUCKETS 2048
+/* IPv6 flow label of stamped frames (the relay carries it unchanged). */
+#define LATENCY_MARK 0x5ca1e
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LATENCY_BUCKETS);
+	__type(key, __u32);
+	__type(value, __u64);
+} latency SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -30,10 +47,34 @@ int bench_sink(struct xdp_md *ctx)
 	__u32 key_bytes = 1;
 	__u64 *bytes = bpf_map_lookup_elem(&sink_count, &key_bytes);
 
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	__u64 stamp, *bucket;
+	__u32 at, us, label;
+	__u8 *ip6;
+
 	if (packets)
 		*packets += 1;
 	if (bytes)
 		*bytes += ctx->data_end - ctx->data;
+	if ((void *)(eth + 1) > end)
+		return XDP_DROP;
+	/* The stamp replaces the UDP header after the (inner) IPv6 header. */
+	at = eth->h_proto == bpf_htons(ETH_P_IP) ? 14 + 20 : 14;
+	ip6 = data + at;
+	if ((void *)(ip6 + 48) > end)
+		return XDP_DROP;
+	label = ((__u32)(ip6[1] & 0x0f) << 16) | ((__u32)ip6[2] << 8) | ip6[3];
+	if (label != LATENCY_MARK)
+		return XDP_DROP;
+	__builtin_memcpy(&stamp, ip6 + 40, 8);
+	us = (bpf_ktime_get_ns() - stamp) / 1000;
+	if (us > LATENCY_BUCKETS - 1)
+		us = LATENCY_BUCKETS - 1;
+	bucket = bpf_map_lookup_elem(&latency, &us);
+	if (bucket)
+		*bucket += 1;
 	return XDP_DROP;
 }
 

@@ -84,7 +84,15 @@ struct Outcome {
     forwarded_pps: f64,
     loss_pct: f64,
     zero_loss_pps: f64,
+    /// One-way latency percentiles (50, 99, 99.9) in microseconds at
+    /// LATENCY_RATE, generator to sink.
+    latency_us: [u32; 3],
 }
+
+/// Offered rate of the latency trials: light load, frames sent one by one.
+const LATENCY_RATE: f64 = 10_000.0;
+/// Must match LATENCY_MARK of bench.bpf.c: the IPv6 flow label of stamped frames.
+const LATENCY_MARK: u32 = 0x5ca1e;
 
 /// IMIX 7:4:1 of 64, 594 and 1518-byte frames (Simple IMIX, RFC 6985 §4).
 const IMIX: [usize; 12] = [64, 64, 64, 64, 64, 64, 64, 594, 594, 594, 594, 1518];
@@ -200,7 +208,10 @@ fn generate(
     sc: &Scenario,
     rate: Option<f64>,
     duration: Duration,
+    stamp: bool,
 ) -> Result<u64> {
+    // Stamped frames go one by one, so that none waits behind its batch.
+    let batch_size = if stamp { 1 } else { 64 };
     const FRAMES: u32 = 4096;
     let mut umem = Umem::new(FRAMES)?;
     let mut socket = XskSocket::new(&umem, None, ifindex, queue, RingSizes::default(), false)
@@ -217,17 +228,28 @@ fn generate(
         free.extend_from_slice(&done);
         if let Some(r) = rate {
             // Ahead of schedule: wait (in steps of one batch).
-            if n as f64 >= start.elapsed().as_secs_f64() * r {
-                std::hint::spin_loop();
+            let due = n as f64 / r;
+            let now = start.elapsed().as_secs_f64();
+            if due >= now {
+                if stamp {
+                    // Latency trials sleep: a spinning generator would
+                    // delay the sink's NAPI thread on the same CPU.
+                    std::thread::sleep(Duration::from_secs_f64(due - now));
+                } else {
+                    std::hint::spin_loop();
+                }
                 continue;
             }
         }
         batch.clear();
-        while batch.len() < 64 {
+        while batch.len() < batch_size {
             let Some(addr) = free.pop() else { break };
             let (chunk, _) = umem.chunk_mut(addr);
             let flow = (n % u64::from(sc.flows)) as u32;
             let len = write_frame(chunk, dst_mac, sc.stream, sc.size, n as usize, flow);
+            if stamp {
+                stamp_frame(&mut chunk[..len]);
+            }
             batch.push((addr, len as u32));
             n += 1;
         }
@@ -241,6 +263,46 @@ fn generate(
     done.clear();
     socket.complete(&mut done, usize::MAX);
     Ok(sent + done.len() as u64)
+}
+
+/// Marks a frame for the sink's latency histogram: the IPv6 flow label
+/// LATENCY_MARK, and CLOCK_MONOTONIC (what bpf_ktime_get_ns reads) in
+/// place of the UDP header.
+fn stamp_frame(frame: &mut [u8]) {
+    let ipv6_at = if frame[12..14] == [0x08, 0x00] {
+        34
+    } else {
+        14
+    };
+    let ip6 = &mut frame[ipv6_at..];
+    ip6[1] = (ip6[1] & 0xf0) | (LATENCY_MARK >> 16) as u8;
+    ip6[2..4].copy_from_slice(&(LATENCY_MARK as u16).to_be_bytes());
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a live timespec clock_gettime writes into.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    ip6[40..48].copy_from_slice(&ns.to_ne_bytes());
+}
+
+/// Percentiles (fractions) of a histogram of 1-microsecond buckets.
+fn percentiles(histogram: &[u64], fractions: [f64; 3]) -> [u32; 3] {
+    let total: u64 = histogram.iter().sum();
+    let mut out = [0u32; 3];
+    for (o, f) in out.iter_mut().zip(fractions) {
+        let want = (total as f64 * f).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (us, n) in histogram.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                *o = us as u32;
+                break;
+            }
+        }
+    }
+    out
 }
 
 fn pin(cpu: usize) {
@@ -494,6 +556,35 @@ impl Testbed {
     /// One trial: (offered pps, forwarded pps). With two queues, one
     /// generator per CPU and transmit queue.
     fn trial(&self, sc: &Scenario, rate: Option<f64>, seconds: f64) -> Result<(f64, f64)> {
+        self.trial_stamped(sc, rate, seconds, false)
+    }
+
+    /// The sink's latency histogram (1 us buckets, summed over CPUs).
+    fn latency_histogram(&self) -> Vec<u64> {
+        let map: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.sink_ebpf.map("latency").expect("latency"))
+                .expect("per-CPU array");
+        (0..map.len())
+            .map(|i| map.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0))
+            .collect()
+    }
+
+    /// One-way latency percentiles at LATENCY_RATE, one queue's generator.
+    fn latency(&self, sc: &Scenario, seconds: f64) -> Result<[u32; 3]> {
+        let before = self.latency_histogram();
+        self.trial_stamped(sc, Some(LATENCY_RATE), seconds, true)?;
+        let after = self.latency_histogram();
+        let diff: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        Ok(percentiles(&diff, [0.5, 0.99, 0.999]))
+    }
+
+    fn trial_stamped(
+        &self,
+        sc: &Scenario,
+        rate: Option<f64>,
+        seconds: f64,
+        stamp: bool,
+    ) -> Result<(f64, f64)> {
         let before = self.sink_count();
         let d = Duration::from_secs_f64(seconds);
         let cpus: Vec<usize> = if sc.queues == 1 {
@@ -510,7 +601,7 @@ impl Testbed {
                 let queue = if sc.queues == 1 { 0 } else { cpu as u32 };
                 self.gen.spawn_in(move || -> Result<u64> {
                     pin(cpu);
-                    generate(ifindex, queue, mac, &scn, share, d)
+                    generate(ifindex, queue, mac, &scn, share, d, stamp)
                 })
             })
             .collect();
@@ -567,6 +658,7 @@ impl Testbed {
                 0.0
             },
             zero_loss_pps: best,
+            latency_us: self.latency(sc, step)?,
         })
     }
 }
@@ -661,8 +753,8 @@ fn main() -> Result<()> {
         eprint!("bench: {:<40} ", sc.name);
         let o = bed.measure(&sc, quick)?;
         eprintln!(
-            "offered {:>9.0} forwarded {:>9.0} pps, zero-loss {:>9.0} pps",
-            o.offered_pps, o.forwarded_pps, o.zero_loss_pps
+            "offered {:>9.0} forwarded {:>9.0} pps, zero-loss {:>9.0} pps, latency p50/p99 {}/{} us",
+            o.offered_pps, o.forwarded_pps, o.zero_loss_pps, o.latency_us[0], o.latency_us[1]
         );
         results.push((sc, o));
     }
@@ -699,8 +791,12 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
         if quick { "--quick" } else { "full" },
         took.as_secs_f64()
     );
-    let _ = writeln!(md, "| scenario | offered pps | forwarded pps | loss % | zero-loss pps | ÷ kernel forwarding | ÷ XDP ceiling |");
-    let _ = writeln!(md, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(md, "Latency: one way, generator to sink (CLOCK_MONOTONIC stamped at send, read by the sink's XDP program), at {LATENCY_RATE:.0} pps sent one by one; 1 us buckets.\n");
+    let _ = writeln!(md, "| scenario | offered pps | forwarded pps | loss % | zero-loss pps | ÷ kernel forwarding | ÷ XDP ceiling | latency p50 / p99 / p99.9 us |");
+    let _ = writeln!(
+        md,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     let mut json = String::from("[\n");
     for (i, (s, o)) in results.iter().enumerate() {
         let (k, x) = (
@@ -711,16 +807,27 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
         let rx = if x > 0.0 { o.forwarded_pps / x } else { 0.0 };
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.2} | {:.2} |",
-            s.name, o.offered_pps, o.forwarded_pps, o.loss_pct, o.zero_loss_pps, rk, rx
+            "| {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.2} | {:.2} | {} / {} / {} |",
+            s.name,
+            o.offered_pps,
+            o.forwarded_pps,
+            o.loss_pct,
+            o.zero_loss_pps,
+            rk,
+            rx,
+            o.latency_us[0],
+            o.latency_us[1],
+            o.latency_us[2]
         );
         let _ = writeln!(
             json,
             "  {{\"scenario\": \"{}\", \"forwarder\": \"{:?}\", \"stream\": \"{:?}\", \"size\": \"{:?}\", \"ces\": {}, \"queues\": {}, \
              \"offered_pps\": {:.0}, \"forwarded_pps\": {:.0}, \"loss_pct\": {:.3}, \"zero_loss_pps\": {:.0}, \
-             \"ratio_kernel_forwarding\": {:.3}, \"ratio_xdp_ceiling\": {:.3}}}{}",
+             \"ratio_kernel_forwarding\": {:.3}, \"ratio_xdp_ceiling\": {:.3}, \
+             \"latency_us_p50\": {}, \"latency_us_p99\": {}, \"latency_us_p999\": {}}}{}",
             s.name, s.forwarder, s.stream, s.size, s.flows, s.queues, o.offered_pps, o.forwarded_pps, o.loss_pct,
-            o.zero_loss_pps, rk, rx, if i + 1 < results.len() { "," } else { "" }
+            o.zero_loss_pps, rk, rx, o.latency_us[0], o.latency_us[1], o.latency_us[2],
+            if i + 1 < results.len() { "," } else { "" }
         );
     }
     json.push_str("]\n");
@@ -767,4 +874,40 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
     }
     println!("Wrote target/bench/results.md, results.json and chart.png.");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_histogram() {
+        // 90 frames at 3 us, 9 at 10 us, 1 at 700 us.
+        let mut h = vec![0u64; 2048];
+        h[3] = 90;
+        h[10] = 9;
+        h[700] = 1;
+        assert_eq!(percentiles(&h, [0.5, 0.99, 0.999]), [3, 10, 700]);
+        assert_eq!(percentiles(&h, [0.9, 0.91, 1.0]), [3, 10, 700]);
+    }
+
+    #[test]
+    fn stamped_frames_carry_the_mark_where_the_sink_reads_it() {
+        let sc = Scenario {
+            name: String::new(),
+            forwarder: Forwarder::Br,
+            stream: Stream::Decap,
+            size: Size::Min,
+            flows: 1,
+            queues: 1,
+        };
+        let mut buf = vec![0u8; 2048];
+        let len = write_frame(&mut buf, [2; 6], sc.stream, sc.size, 0, 0);
+        stamp_frame(&mut buf[..len]);
+        let ip6 = &buf[34..];
+        let label = (u32::from(ip6[1] & 0x0f) << 16) | (u32::from(ip6[2]) << 8) | u32::from(ip6[3]);
+        assert_eq!(label, LATENCY_MARK);
+        assert_eq!(ip6[0] >> 4, 6, "still IPv6");
+        assert_ne!(u64::from_ne_bytes(ip6[40..48].try_into().unwrap()), 0);
+    }
 }
