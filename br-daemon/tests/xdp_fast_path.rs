@@ -161,44 +161,21 @@ fn native_address() -> impl Strategy<Value = Ipv6Addr> {
     ]
 }
 
-fn spec() -> impl Strategy<Value = Spec> {
-    (
-        any::<bool>(),
-        0usize..3,
-        any::<u32>(),
-        any::<u64>(),
-        native_address(),
-        prop_oneof![8 => Just(64u8), 1 => 0u8..3, 1 => any::<u8>()],
-        any::<u8>(),
-        any::<u8>(),
-        prop_oneof![4 => 0usize..64, 1 => 1180usize..1300],
-        prop_oneof![6 => Just(0u8), 4 => 1u8..12],
-    )
-        .prop_map(
-            |(
-                decap,
-                domain,
-                ce,
-                host,
-                native,
-                hop_limit,
-                traffic_class,
-                outer_tos,
-                payload,
-                mutation,
-            )| Spec {
-                decap,
-                domain,
-                ce,
-                host,
-                native,
-                hop_limit,
-                traffic_class,
-                outer_tos,
-                payload,
-                mutation,
-            },
-        )
+prop_compose! {
+    fn spec()(
+        decap in any::<bool>(),
+        domain in 0usize..3,
+        ce in any::<u32>(),
+        host in any::<u64>(),
+        native in native_address(),
+        hop_limit in prop_oneof![8 => Just(64u8), 1 => 0u8..3, 1 => any::<u8>()],
+        traffic_class in any::<u8>(),
+        outer_tos in any::<u8>(),
+        payload in prop_oneof![4 => 0usize..64, 1 => 1180usize..1300],
+        mutation in prop_oneof![6 => Just(0u8), 4 => 1u8..12],
+    ) -> Spec {
+        Spec { decap, domain, ce, host, native, hop_limit, traffic_class, outer_tos, payload, mutation }
+    }
 }
 
 fn ce_ipv4(domain: usize, ce: u32) -> Ipv4Addr {

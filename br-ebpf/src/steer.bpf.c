@@ -260,16 +260,22 @@ static __always_inline void write_outer_ipv4(struct iphdr *ip, __u8 tc, __u16 le
 	ip->check = ipv4_header_sum(ip);
 }
 
-/* The next hop of an encapsulated packet, or a decline. */
-static __always_inline int encap_next_hop(struct xdp_md *ctx, struct bpf_fib_lookup *fib, __u8 tc,
-					  __u16 len6, const struct domain_info *d, __u32 ce)
+/* The CE an IPv6 packet of domain `d` goes to, its outer TOS and the
+ * next hop: 0, or DECLINED (counted) when the relay must handle it. */
+static __always_inline int route_to_ce(struct xdp_md *ctx, struct ipv6hdr *ip6, __u16 len6,
+				       const struct domain_info *d, struct bpf_fib_lookup *fib,
+				       __u32 *ce, __u8 *tc)
 {
+	*ce = ce_ipv4(&ip6->daddr, d);
+	if (martian_ipv4(*ce) || bpf_map_lookup_elem(&br_addrs, ce))
+		return decline(DECLINE_NEEDS_RELAY);
+	*tc = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
 	fib->family = AF_INET;
-	fib->tos = tc;
+	fib->tos = *tc;
 	fib->l4_protocol = IPPROTO_IPV6;
 	fib->tot_len = len6 + sizeof(struct iphdr);
 	fib->ipv4_src = d->br_ipv4;
-	fib->ipv4_dst = ce;
+	fib->ipv4_dst = *ce;
 	fib->ifindex = ctx->ingress_ifindex;
 	if (bpf_fib_lookup(ctx, fib, sizeof(*fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
 		return decline(DECLINE_NO_NEXT_HOP);
@@ -318,11 +324,7 @@ static __always_inline int fast_encapsulate(struct xdp_md *ctx, __u32 index)
 	/* A 6rd source arriving natively is the BR's own or spoofed. */
 	if (in_any_prefix(&ip6->saddr))
 		return decline(DECLINE_NEEDS_RELAY);
-	ce = ce_ipv4(&ip6->daddr, d);
-	if (martian_ipv4(ce) || bpf_map_lookup_elem(&br_addrs, &ce))
-		return decline(DECLINE_NEEDS_RELAY);
-	tc = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
-	if (encap_next_hop(ctx, &fib, tc, len6, d, ce))
+	if (route_to_ce(ctx, ip6, len6, d, &fib, &ce, &tc))
 		return DECLINED;
 	if (bpf_xdp_adjust_head(ctx, -(int)sizeof(struct iphdr)))
 		return decline(DECLINE_NEEDS_RELAY);
@@ -356,11 +358,7 @@ static __always_inline int fast_hairpin(struct xdp_md *ctx, struct ethhdr *eth, 
 		return decline(DECLINE_DISABLED);
 	if (same_ipv6(&ip6->daddr, d->br_ipv6) || len6 > d->mtu)
 		return decline(DECLINE_NEEDS_RELAY);
-	ce = ce_ipv4(&ip6->daddr, d);
-	if (martian_ipv4(ce) || bpf_map_lookup_elem(&br_addrs, &ce))
-		return decline(DECLINE_NEEDS_RELAY);
-	tc = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
-	if (encap_next_hop(ctx, &fib, tc, len6, d, ce))
+	if (route_to_ce(ctx, ip6, len6, d, &fib, &ce, &tc))
 		return DECLINED;
 	write_eth(eth, &fib, ETH_P_IP);
 	write_outer_ipv4(ip, tc, len6, d, ce);
