@@ -409,10 +409,16 @@ impl Testbed {
     /// threads, unpinned, and the scheduler may put the gateway's receive
     /// work next to the generator (that made earlier runs vary by ±30%).
     fn pin_napi(&self) {
+        // BR_BENCH_SINK_CPU moves the sink's receive work (an experiment:
+        // where does the latency of XDP redirects come from?).
+        let sink_cpu = std::env::var("BR_BENCH_SINK_CPU")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(GEN_CPU);
         for (dev, cpu) in [
             ("in0", BR_CPU),
             ("out0", BR_CPU),
-            ("sink0", GEN_CPU),
+            ("sink0", sink_cpu),
             ("gen0", GEN_CPU),
         ] {
             let _ = std::process::Command::new("sh")
