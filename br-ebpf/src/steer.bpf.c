@@ -334,6 +334,7 @@ static __always_inline int fast_encapsulate(struct xdp_md *ctx, __u32 index)
 	eth = data;
 	ip = data + sizeof(*eth);
 	ip6 = (void *)(ip + 1);
+	/* Cannot fail (only the head moved), but the verifier wants it. */
 	if ((void *)(ip6 + 1) > end)
 		return count(STAT_PASS_TRUNCATED, XDP_DROP);
 	write_eth(eth, &fib, ETH_P_IP);
@@ -434,6 +435,7 @@ static __always_inline int fast_decapsulate(struct xdp_md *ctx)
 	end = (void *)(long)ctx->data_end;
 	eth = data;
 	ip6 = data + sizeof(*eth);
+	/* Cannot fail (only the head moved), but the verifier wants it. */
 	if ((void *)(ip6 + 1) > end)
 		return count(STAT_PASS_TRUNCATED, XDP_DROP);
 	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);

@@ -291,19 +291,19 @@ pub struct Lab {
     _serial: std::sync::MutexGuard<'static, ()>,
 }
 
-/// Attaches the `xdp_pass` program to `dev` in `ns`; it stays while the
-/// returned object lives.
-pub fn xdp_pass(ns: &Netns, dev: &'static str) -> aya::Ebpf {
+/// Attaches `program` of the test/bench XDP object (`bench_sink`,
+/// `xdp_pass`) to `dev` in `ns`; it stays while the returned object lives.
+pub fn attach_bench_program(ns: &Netns, dev: &'static str, program: &'static str) -> aya::Ebpf {
     ns.enter(move || {
         let mut e = aya::Ebpf::load(br_ebpf::bench_object()).expect("load the test XDP object");
         let p: &mut aya::programs::Xdp = e
-            .program_mut("xdp_pass")
-            .expect("xdp_pass")
+            .program_mut(program)
+            .unwrap_or_else(|| panic!("no program {program}"))
             .try_into()
             .expect("an XDP program");
-        p.load().expect("load xdp_pass");
+        p.load().unwrap_or_else(|e| panic!("load {program}: {e}"));
         p.attach(dev, aya::programs::XdpMode::Driver)
-            .expect("attach xdp_pass");
+            .unwrap_or_else(|e| panic!("attach {program} to {dev}: {e}"));
         e
     })
 }
@@ -377,8 +377,10 @@ impl Lab {
             ));
         }
         if opts.fast_path_peers {
-            lab.peer_xdp.push(xdp_pass(&lab.lan, "lan0"));
-            lab.peer_xdp.push(xdp_pass(&lab.vpc, "vpc-gw"));
+            lab.peer_xdp
+                .push(attach_bench_program(&lab.lan, "lan0", "xdp_pass"));
+            lab.peer_xdp
+                .push(attach_bench_program(&lab.vpc, "vpc-gw", "xdp_pass"));
         }
         // A bridge with br_netfilter would drop IPv4 with bad checksums
         // before the BR sees them (the malformed-packet test sends some).

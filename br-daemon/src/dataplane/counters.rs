@@ -110,79 +110,83 @@ impl Totals {
     }
 }
 
+/// Appends one Prometheus counter family: its HELP and TYPE lines, then
+/// one `metric{labels} value` line per sample.
+fn family(
+    s: &mut String,
+    metric: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (String, u64)>,
+) {
+    use std::fmt::Write as _;
+    let _ = writeln!(s, "# HELP {metric} {help}");
+    let _ = writeln!(s, "# TYPE {metric} counter");
+    for (labels, v) in samples {
+        let _ = writeln!(s, "{metric}{{{labels}}} {v}");
+    }
+}
+
+/// Counters indexed like the XDP program's, labelled with their names.
+fn named<'a>(
+    label: &'a str,
+    values: &'a [u64],
+    names: &'a [(&str, &str)],
+) -> impl Iterator<Item = (String, u64)> + 'a {
+    values.iter().enumerate().map(move |(i, v)| {
+        let name = names.get(i).map_or("unknown", |n| n.0);
+        (format!("{label}=\"{name}\""), *v)
+    })
+}
+
 /// Renders counters as Prometheus text (`/metrics`), also what the
 /// daemon prints when it stops.
 pub fn render(totals: &Totals, xdp: &[u64], declines: &[u64], afxdp: &[(String, u64)]) -> String {
-    use std::fmt::Write as _;
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "# HELP br6rd_io_packets_total Packets in and out of the forwarder."
+    family(
+        &mut s,
+        "br6rd_io_packets_total",
+        "Packets in and out of the forwarder.",
+        Io::ALL
+            .iter()
+            .zip(&totals.io)
+            .map(|(io, v)| (format!("io=\"{}\"", io.name()), *v)),
     );
-    let _ = writeln!(s, "# TYPE br6rd_io_packets_total counter");
-    for (i, io) in Io::ALL.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "br6rd_io_packets_total{{io=\"{}\"}} {}",
-            io.name(),
-            totals.io[i]
-        );
-    }
-    let _ = writeln!(
-        s,
-        "# HELP br6rd_forwarded_packets_total Packets the relay forwarded, by path."
+    family(
+        &mut s,
+        "br6rd_forwarded_packets_total",
+        "Packets the relay forwarded, by path.",
+        Path::ALL
+            .iter()
+            .zip(&totals.paths)
+            .map(|(p, v)| (format!("path=\"{}\"", p.name()), *v)),
     );
-    let _ = writeln!(s, "# TYPE br6rd_forwarded_packets_total counter");
-    for (i, p) in Path::ALL.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "br6rd_forwarded_packets_total{{path=\"{}\"}} {}",
-            p.name(),
-            totals.paths[i]
-        );
-    }
-    let _ = writeln!(
-        s,
-        "# HELP br6rd_dropped_packets_total Packets dropped, by reason (docs/counters.md)."
+    family(
+        &mut s,
+        "br6rd_dropped_packets_total",
+        "Packets dropped, by reason (docs/counters.md).",
+        DropReason::ALL
+            .iter()
+            .zip(&totals.drops)
+            .map(|(r, v)| (format!("reason=\"{}\"", r.name()), *v)),
     );
-    let _ = writeln!(s, "# TYPE br6rd_dropped_packets_total counter");
-    for (i, r) in DropReason::ALL.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "br6rd_dropped_packets_total{{reason=\"{}\"}} {}",
-            r.name(),
-            totals.drops[i]
-        );
-    }
-    let _ = writeln!(
-        s,
-        "# HELP br6rd_xdp_packets_total What the XDP program did, by action."
+    family(
+        &mut s,
+        "br6rd_xdp_packets_total",
+        "What the XDP program did, by action.",
+        named("action", xdp, &br_ebpf::STAT_NAMES),
     );
-    let _ = writeln!(s, "# TYPE br6rd_xdp_packets_total counter");
-    for (i, v) in xdp.iter().enumerate() {
-        let name = br_ebpf::STAT_NAMES.get(i).map_or("unknown", |n| n.0);
-        let _ = writeln!(s, "br6rd_xdp_packets_total{{action=\"{name}\"}} {v}");
-    }
-    let _ = writeln!(
-        s,
-        "# HELP br6rd_xdp_fast_path_declined_total Packets the XDP fast path left to the forwarder, by reason."
+    family(
+        &mut s,
+        "br6rd_xdp_fast_path_declined_total",
+        "Packets the XDP fast path left to the forwarder, by reason.",
+        named("reason", declines, &br_ebpf::DECLINE_NAMES),
     );
-    let _ = writeln!(s, "# TYPE br6rd_xdp_fast_path_declined_total counter");
-    for (i, v) in declines.iter().enumerate() {
-        let name = br_ebpf::DECLINE_NAMES.get(i).map_or("unknown", |n| n.0);
-        let _ = writeln!(
-            s,
-            "br6rd_xdp_fast_path_declined_total{{reason=\"{name}\"}} {v}"
-        );
-    }
-    let _ = writeln!(
-        s,
-        "# HELP br6rd_afxdp_kernel_drops_total Drops the kernel counted on the AF_XDP sockets."
+    family(
+        &mut s,
+        "br6rd_afxdp_kernel_drops_total",
+        "Drops the kernel counted on the AF_XDP sockets.",
+        afxdp.iter().cloned(),
     );
-    let _ = writeln!(s, "# TYPE br6rd_afxdp_kernel_drops_total counter");
-    for (labels, v) in afxdp {
-        let _ = writeln!(s, "br6rd_afxdp_kernel_drops_total{{{labels}}} {v}");
-    }
     s
 }
 

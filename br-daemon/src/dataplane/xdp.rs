@@ -235,21 +235,12 @@ impl Steering {
 
     /// The program's counters, summed over CPUs, by `br_ebpf::STAT_*` index.
     pub fn stats(&self) -> Vec<u64> {
-        (0..br_ebpf::STAT_COUNT)
-            .map(|i| self.stats.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0))
-            .collect()
+        sum_over_cpus(&self.stats, br_ebpf::STAT_COUNT)
     }
 
     /// Why the fast path left packets to the forwarder, by `br_ebpf::DECLINE_*` index.
     pub fn declines(&self) -> Vec<u64> {
-        (0..br_ebpf::DECLINE_COUNT)
-            .map(|i| {
-                self.declines
-                    .get(&i, 0)
-                    .map(|v| v.iter().sum())
-                    .unwrap_or(0)
-            })
-            .collect()
+        sum_over_cpus(&self.declines, br_ebpf::DECLINE_COUNT)
     }
 
     /// Makes `ifindexes` the interfaces the fast path may redirect to.
@@ -274,6 +265,13 @@ impl Steering {
             .try_into()
             .expect("an XDP program")
     }
+}
+
+/// Entries `0..count` of a per-CPU counter array, each summed over CPUs.
+fn sum_over_cpus(counters: &PerCpuArray<MapData, u64>, count: u32) -> Vec<u64> {
+    (0..count)
+        .map(|i| counters.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0))
+        .collect()
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {

@@ -377,17 +377,7 @@ impl Testbed {
 
         let gen_ifindex: u32 = gen.sh("cat /sys/class/net/gen0/ifindex").trim().parse()?;
         let in_mac = gw.mac("in0");
-        let mut sink_ebpf = sink.enter(|| -> Result<Ebpf> {
-            let mut e = Ebpf::load(br_ebpf::bench_object())?;
-            let p: &mut Xdp = e
-                .program_mut("bench_sink")
-                .context("bench_sink")?
-                .try_into()?;
-            p.load()?;
-            p.attach("sink0", XdpMode::Driver)?;
-            Ok(e)
-        })?;
-        let _ = &mut sink_ebpf;
+        let sink_ebpf = br_tests::attach_bench_program(&sink, "sink0", "bench_sink");
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
         std::fs::create_dir_all(&dir)?;
         Ok(Testbed {
