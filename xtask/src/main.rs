@@ -72,7 +72,7 @@ fn main() -> Result<()> {
                 if let Some(d) = duration {
                     args = vec!["--duration".to_string(), d.to_string()];
                 }
-                run_lab_tool("br-demo", &args, &[])
+                run_lab_tool("br-demo", &["ce-emulator"], &args, &[])
             }
         },
         Task::Fuzz { seconds } => fuzz(seconds),
@@ -84,7 +84,7 @@ fn main() -> Result<()> {
             if let Some(o) = only {
                 args.extend(["--only".to_string(), o]);
             }
-            run_lab_tool("br-bench", &args, &["gnuplot-nox"])
+            run_lab_tool("br-bench", &[], &args, &["gnuplot-nox"])
         }
     }
 }
@@ -179,22 +179,26 @@ fn fuzz(seconds: u64) -> Result<()> {
 /// one (as root) with its exit status. These tools link the XDP objects,
 /// which need clang: that is why they are not part of xtask itself, which
 /// must build on a machine that has nothing installed yet.
-fn run_lab_tool(tool: &str, args: &[String], extra_packages: &[&str]) -> Result<()> {
+fn run_lab_tool(
+    tool: &str,
+    helpers: &[&str],
+    args: &[String],
+    extra_packages: &[&str],
+) -> Result<()> {
     let mut packages = deps::test_packages();
     packages.extend_from_slice(extra_packages);
     deps::ensure(&packages)?;
     if !deps::is_root() {
         bail!("{tool} creates network namespaces and loads XDP programs: run it as root");
     }
-    run(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "br-daemon",
-        "-p",
-        "br-tests",
-        "--bins",
-    ]))?;
+    // Only the binaries the tool starts: each is a long LTO link, and a
+    // fresh clone's `bench --quick` must stay under 3 minutes.
+    let mut build = cargo();
+    build.args(["build", "--release", "--bin", "br-daemon", "--bin", tool]);
+    for helper in helpers {
+        build.args(["--bin", helper]);
+    }
+    run(&mut build)?;
     let mut child = Command::new(root().join("target/release").join(tool))
         .args(args)
         .current_dir(root())
