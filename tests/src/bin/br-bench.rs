@@ -87,6 +87,63 @@ struct Outcome {
     /// One-way latency percentiles (50, 99, 99.9) in microseconds at
     /// LATENCY_RATE, generator to sink.
     latency_us: [u32; 3],
+    /// CPU time the gateway spent per forwarded packet in the median
+    /// flat-out trial (its veth receive threads and br-daemon's threads).
+    gateway_cpu_ns_per_packet: f64,
+    /// CPUs the gateway kept busy in that trial (1.0 = one whole CPU).
+    gateway_cpus_busy: f64,
+}
+
+/// What one trial measured.
+#[derive(Clone, Copy, Debug)]
+struct Trial {
+    offered_pps: f64,
+    forwarded_pps: f64,
+    /// CPU time of the gateway's threads during the trial.
+    gateway_cpu_ns: u64,
+    seconds: f64,
+}
+
+/// A thread of any process: (pid, tid, comm, its /proc/PID/task/TID).
+fn threads() -> Vec<(u32, u32, String, PathBuf)> {
+    let mut all = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return all;
+    };
+    for proc_dir in procs.flatten() {
+        let Some(pid) = proc_dir.file_name().to_str().and_then(|p| p.parse().ok()) else {
+            continue;
+        };
+        let Ok(tasks) = std::fs::read_dir(proc_dir.path().join("task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            all.push((pid, tid, comm.trim_end().to_string(), task.path()));
+        }
+    }
+    all
+}
+
+/// CPU time (ns, from /proc/PID/task/TID/schedstat) of the threads that
+/// forward on the gateway: veth's receive (NAPI) threads of in0 and out0,
+/// where XDP, the fast path and kernel forwarding run, and every thread
+/// of `daemon` (the AF_XDP forwarder). Threads that ended meanwhile
+/// count nothing.
+fn gateway_cpu_ns(daemon: Option<u32>) -> u64 {
+    threads()
+        .into_iter()
+        .filter(|(pid, _, comm, _)| {
+            Some(*pid) == daemon || comm.starts_with("napi/in0-") || comm.starts_with("napi/out0-")
+        })
+        .filter_map(|(_, _, _, path)| {
+            let stat = std::fs::read_to_string(path.join("schedstat")).ok()?;
+            stat.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
 }
 
 /// Offered rate of the latency trials: light load, frames sent one by one.
@@ -305,13 +362,23 @@ fn percentiles(histogram: &[u64], fractions: [f64; 3]) -> [u32; 3] {
     out
 }
 
+/// Pins the calling thread to `cpu`.
 fn pin(cpu: usize) {
+    pin_thread(0, cpu);
+}
+
+/// Pins thread `tid` (0: the caller) to `cpu`.
+fn pin_thread(tid: u32, cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity
     // take live pointers.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        libc::sched_setaffinity(
+            tid as libc::pid_t,
+            std::mem::size_of::<libc::cpu_set_t>(),
+            &set,
+        );
     }
 }
 
@@ -374,6 +441,10 @@ impl Testbed {
                 "ethtool -K {dev} gro on >/dev/null && echo 1 > /sys/class/net/{dev}/threaded"
             ));
         }
+        // Without XDP on in0, veth hands a frame to in0's NAPI thread
+        // only if the sender cannot do TSO; otherwise to netif_rx, and
+        // the kernel-forwarding baseline would run on the generator's CPU.
+        gen.sh("ethtool -K gen0 tso off >/dev/null");
 
         let gen_ifindex: u32 = gen.sh("cat /sys/class/net/gen0/ifindex").trim().parse()?;
         let in_mac = gw.mac("in0");
@@ -398,6 +469,9 @@ impl Testbed {
     /// change of queues or XDP programs too: veth then recreates its NAPI
     /// threads, unpinned, and the scheduler may put the gateway's receive
     /// work next to the generator (that made earlier runs vary by ±30%).
+    /// With two queues, in0's and out0's second NAPI threads go to the
+    /// next CPU (queue i's thread is the i-th by NAPI ID: veth adds them
+    /// in queue order).
     fn pin_napi(&self) {
         // BR_BENCH_SINK_CPU moves the sink's receive work (an experiment:
         // where does the latency of XDP redirects come from?).
@@ -405,18 +479,30 @@ impl Testbed {
             .ok()
             .and_then(|c| c.parse().ok())
             .unwrap_or(GEN_CPU);
-        for (dev, cpu) in [
-            ("in0", BR_CPU),
-            ("out0", BR_CPU),
-            ("sink0", sink_cpu),
-            ("gen0", GEN_CPU),
-        ] {
-            let _ = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(format!(
-                    "for p in $(pgrep -f 'napi/{dev}-'); do taskset -pc {cpu} $p >/dev/null; done"
-                ))
-                .status();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // (device, NAPI ID, thread) of every thread named napi/DEV-ID.
+        let mut napi: Vec<(String, u32, u32)> = threads()
+            .into_iter()
+            .filter_map(|(_, tid, comm, _)| {
+                let (dev, id) = comm.strip_prefix("napi/")?.rsplit_once('-')?;
+                Some((dev.to_string(), id.parse().ok()?, tid))
+            })
+            .collect();
+        napi.sort();
+        let mut queue = 0;
+        for (i, (dev, _, tid)) in napi.iter().enumerate() {
+            queue = if i > 0 && napi[i - 1].0 == *dev {
+                queue + 1
+            } else {
+                0
+            };
+            let cpu = match dev.as_str() {
+                "in0" | "out0" => (BR_CPU + queue) % cpus,
+                "sink0" => sink_cpu,
+                "gen0" => GEN_CPU,
+                _ => continue,
+            };
+            pin_thread(*tid, cpu);
         }
     }
 
@@ -549,9 +635,8 @@ impl Testbed {
         Ok(())
     }
 
-    /// One trial: (offered pps, forwarded pps). With two queues, one
-    /// generator per CPU and transmit queue.
-    fn trial(&self, sc: &Scenario, rate: Option<f64>, seconds: f64) -> Result<(f64, f64)> {
+    /// One trial. With two queues, one generator per CPU and transmit queue.
+    fn trial(&self, sc: &Scenario, rate: Option<f64>, seconds: f64) -> Result<Trial> {
         self.trial_stamped(sc, rate, seconds, false)
     }
 
@@ -580,7 +665,9 @@ impl Testbed {
         rate: Option<f64>,
         seconds: f64,
         stamp: bool,
-    ) -> Result<(f64, f64)> {
+    ) -> Result<Trial> {
+        let daemon = self.daemon.as_ref().map(|(d, _, _)| d.child.id());
+        let cpu_before = gateway_cpu_ns(daemon);
         let before = self.sink_count();
         let d = Duration::from_secs_f64(seconds);
         let cpus: Vec<usize> = if sc.queues == 1 {
@@ -611,7 +698,12 @@ impl Testbed {
         // AF_XDP ring of 2048 frames) drains in about 12 ms at 170 kpps.
         std::thread::sleep(Duration::from_millis(100));
         let got = self.sink_count() - before;
-        Ok((sent as f64 / seconds, got as f64 / seconds))
+        Ok(Trial {
+            offered_pps: sent as f64 / seconds,
+            forwarded_pps: got as f64 / seconds,
+            gateway_cpu_ns: gateway_cpu_ns(daemon).saturating_sub(cpu_before),
+            seconds,
+        })
     }
 
     fn measure(&mut self, sc: &Scenario, quick: bool) -> Result<Outcome> {
@@ -627,10 +719,17 @@ impl Testbed {
             flat.push(self.trial(sc, None, full)?);
         }
         if std::env::var_os("BR_BENCH_VERBOSE").is_some() {
-            eprint!("[flat-out trials {flat:.0?}] ");
+            let rates: Vec<_> = flat
+                .iter()
+                .map(|t| (t.offered_pps, t.forwarded_pps))
+                .collect();
+            eprint!("[flat-out trials {rates:.0?}] ");
         }
-        flat.sort_by(|a, b| a.1.total_cmp(&b.1));
-        let (offered, forwarded) = flat[1];
+        flat.sort_by(|a, b| a.forwarded_pps.total_cmp(&b.forwarded_pps));
+        let median = flat[1];
+        let (offered, forwarded) = (median.offered_pps, median.forwarded_pps);
+        // Counted from the sink, the trial's 100 ms drain included.
+        let forwarded_frames = forwarded * median.seconds;
         // Binary search for the highest rate with no loss.
         // Zero loss: every frame the generator sent reached the sink, give
         // or take 0.01% (single drops when the VM loses its CPU). The
@@ -641,7 +740,8 @@ impl Testbed {
         } else {
             for _ in 0..if quick { 4 } else { 8 } {
                 let mid = (lo + hi) / 2.0;
-                let (o, f) = self.trial(sc, Some(mid), step)?;
+                let t = self.trial(sc, Some(mid), step)?;
+                let (o, f) = (t.offered_pps, t.forwarded_pps);
                 if o > 0.0 && f >= o * 0.9999 {
                     lo = mid;
                     best = best.max(o);
@@ -660,6 +760,12 @@ impl Testbed {
             },
             zero_loss_pps: best,
             latency_us: self.latency(sc, step)?,
+            gateway_cpu_ns_per_packet: if forwarded_frames > 0.0 {
+                median.gateway_cpu_ns as f64 / forwarded_frames
+            } else {
+                0.0
+            },
+            gateway_cpus_busy: median.gateway_cpu_ns as f64 / (median.seconds * 1e9),
         })
     }
 }
@@ -769,8 +875,9 @@ fn main() -> Result<()> {
         eprint!("bench: {:<40} ", sc.name);
         let o = bed.measure(&sc, quick)?;
         eprintln!(
-            "offered {:>9.0} forwarded {:>9.0} pps, zero-loss {:>9.0} pps, latency p50/p99 {}/{} us",
-            o.offered_pps, o.forwarded_pps, o.zero_loss_pps, o.latency_us[0], o.latency_us[1]
+            "offered {:>9.0} forwarded {:>9.0} pps, zero-loss {:>9.0} pps, latency p50/p99 {}/{} us, gateway {:.0} ns/packet on {:.2} CPUs",
+            o.offered_pps, o.forwarded_pps, o.zero_loss_pps, o.latency_us[0], o.latency_us[1],
+            o.gateway_cpu_ns_per_packet, o.gateway_cpus_busy
         );
         results.push((sc, o));
     }
@@ -801,7 +908,7 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
     };
     let mut md = String::new();
     let _ = writeln!(md, "Generator: AF_XDP transmitter (copy mode; this kernel has no pktgen) on gen0, pinned to CPU {GEN_CPU}; with 2 queues one generator per CPU and queue.");
-    let _ = writeln!(md, "Gateway: br-daemon workers pinned to CPU {BR_CPU} (queue 0) and CPU 1 (queue 1); veth receive in threaded NAPI, in0/out0 pinned to CPU {BR_CPU}, sink0 and gen0 to CPU {GEN_CPU}. {cpus} CPUs in all.");
+    let _ = writeln!(md, "Gateway: br-daemon workers pinned to CPU {BR_CPU} (queue 0) and CPU 1 (queue 1); veth receive in threaded NAPI: in0's and out0's queue 0 on CPU {BR_CPU} (queue 1 on the next CPU), sink0 and gen0 on CPU {GEN_CPU}. {cpus} CPUs in all.");
     let _ = writeln!(
         md,
         "Sink: XDP program counting and dropping on sink0. Mode: {}. Took {:.0} s.\n",
@@ -810,10 +917,11 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
     );
     let _ = writeln!(md, "Ratios: to the better of the two measurements of each baseline (before and after the BR rows), same frame size.");
     let _ = writeln!(md, "Latency: one way, generator to sink (CLOCK_MONOTONIC stamped at send, read by the sink's XDP program), at {LATENCY_RATE:.0} pps sent one by one; 1 us buckets.\n");
-    let _ = writeln!(md, "| scenario | offered pps | forwarded pps | loss % | zero-loss pps | ÷ kernel forwarding | ÷ XDP ceiling | latency p50 / p99 / p99.9 us |");
+    let _ = writeln!(md, "Gateway CPU: time on CPU of in0's and out0's receive threads and br-daemon's threads in the median flat-out trial, per forwarded packet and in CPUs kept busy.\n");
+    let _ = writeln!(md, "| scenario | offered pps | forwarded pps | loss % | zero-loss pps | ÷ kernel forwarding | ÷ XDP ceiling | latency p50 / p99 / p99.9 us | gateway CPU ns/packet | gateway CPUs busy |");
     let _ = writeln!(
         md,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     let mut json = String::from("[\n");
     for (i, (s, o)) in results.iter().enumerate() {
@@ -825,7 +933,7 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
         let rx = if x > 0.0 { o.forwarded_pps / x } else { 0.0 };
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.2} | {:.2} | {} / {} / {} |",
+            "| {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.2} | {:.2} | {} / {} / {} | {:.0} | {:.2} |",
             s.name,
             o.offered_pps,
             o.forwarded_pps,
@@ -835,16 +943,20 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
             rx,
             o.latency_us[0],
             o.latency_us[1],
-            o.latency_us[2]
+            o.latency_us[2],
+            o.gateway_cpu_ns_per_packet,
+            o.gateway_cpus_busy
         );
         let _ = writeln!(
             json,
             "  {{\"scenario\": \"{}\", \"forwarder\": \"{:?}\", \"stream\": \"{:?}\", \"size\": \"{:?}\", \"ces\": {}, \"queues\": {}, \
              \"offered_pps\": {:.0}, \"forwarded_pps\": {:.0}, \"loss_pct\": {:.3}, \"zero_loss_pps\": {:.0}, \
              \"ratio_kernel_forwarding\": {:.3}, \"ratio_xdp_ceiling\": {:.3}, \
-             \"latency_us_p50\": {}, \"latency_us_p99\": {}, \"latency_us_p999\": {}}}{}",
+             \"latency_us_p50\": {}, \"latency_us_p99\": {}, \"latency_us_p999\": {}, \
+             \"gateway_cpu_ns_per_packet\": {:.1}, \"gateway_cpus_busy\": {:.3}}}{}",
             s.name, s.forwarder, s.stream, s.size, s.flows, s.queues, o.offered_pps, o.forwarded_pps, o.loss_pct,
             o.zero_loss_pps, rk, rx, o.latency_us[0], o.latency_us[1], o.latency_us[2],
+            o.gateway_cpu_ns_per_packet, o.gateway_cpus_busy,
             if i + 1 < results.len() { "," } else { "" }
         );
     }
