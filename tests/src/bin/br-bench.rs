@@ -92,6 +92,8 @@ struct Outcome {
     gateway_cpu_ns_per_packet: f64,
     /// CPUs the gateway kept busy in that trial (1.0 = one whole CPU).
     gateway_cpus_busy: f64,
+    /// CPU time of the sink's receive threads per packet, same trial.
+    sink_cpu_ns_per_packet: f64,
 }
 
 /// What one trial measured.
@@ -101,6 +103,8 @@ struct Trial {
     forwarded_pps: f64,
     /// CPU time of the gateway's threads during the trial.
     gateway_cpu_ns: u64,
+    /// CPU time of the sink's receive threads during the trial.
+    sink_cpu_ns: u64,
     seconds: f64,
 }
 
@@ -134,11 +138,23 @@ fn threads() -> Vec<(u32, u32, String, PathBuf)> {
 /// of `daemon` (the AF_XDP forwarder). Threads that ended meanwhile
 /// count nothing.
 fn gateway_cpu_ns(daemon: Option<u32>) -> u64 {
+    cpu_ns(|pid, comm| {
+        Some(pid) == daemon || comm.starts_with("napi/in0-") || comm.starts_with("napi/out0-")
+    })
+}
+
+/// CPU time of the sink's receive threads: what a forwarded frame costs
+/// the sink depends on how it arrives (an xdp_frame from a redirect, or
+/// an skb from kernel forwarding that veth converts for the sink's XDP).
+fn sink_cpu_ns() -> u64 {
+    cpu_ns(|_, comm| comm.starts_with("napi/sink0-"))
+}
+
+/// CPU time (ns) of the threads `pick(pid, comm)` selects.
+fn cpu_ns(pick: impl Fn(u32, &str) -> bool) -> u64 {
     threads()
         .into_iter()
-        .filter(|(pid, _, comm, _)| {
-            Some(*pid) == daemon || comm.starts_with("napi/in0-") || comm.starts_with("napi/out0-")
-        })
+        .filter(|(pid, _, comm, _)| pick(*pid, comm))
         .filter_map(|(_, _, _, path)| {
             let stat = std::fs::read_to_string(path.join("schedstat")).ok()?;
             stat.split_whitespace().next()?.parse::<u64>().ok()
@@ -668,6 +684,7 @@ impl Testbed {
     ) -> Result<Trial> {
         let daemon = self.daemon.as_ref().map(|(d, _, _)| d.child.id());
         let cpu_before = gateway_cpu_ns(daemon);
+        let sink_cpu_before = sink_cpu_ns();
         let before = self.sink_count();
         let d = Duration::from_secs_f64(seconds);
         let cpus: Vec<usize> = if sc.queues == 1 {
@@ -702,6 +719,7 @@ impl Testbed {
             offered_pps: sent as f64 / seconds,
             forwarded_pps: got as f64 / seconds,
             gateway_cpu_ns: gateway_cpu_ns(daemon).saturating_sub(cpu_before),
+            sink_cpu_ns: sink_cpu_ns().saturating_sub(sink_cpu_before),
             seconds,
         })
     }
@@ -730,6 +748,13 @@ impl Testbed {
         let (offered, forwarded) = (median.offered_pps, median.forwarded_pps);
         // Counted from the sink, the trial's 100 ms drain included.
         let forwarded_frames = forwarded * median.seconds;
+        let per_frame = |ns: u64| {
+            if forwarded_frames > 0.0 {
+                ns as f64 / forwarded_frames
+            } else {
+                0.0
+            }
+        };
         // Binary search for the highest rate with no loss.
         // Zero loss: every frame the generator sent reached the sink, give
         // or take 0.01% (single drops when the VM loses its CPU). The
@@ -760,11 +785,8 @@ impl Testbed {
             },
             zero_loss_pps: best,
             latency_us: self.latency(sc, step)?,
-            gateway_cpu_ns_per_packet: if forwarded_frames > 0.0 {
-                median.gateway_cpu_ns as f64 / forwarded_frames
-            } else {
-                0.0
-            },
+            gateway_cpu_ns_per_packet: per_frame(median.gateway_cpu_ns),
+            sink_cpu_ns_per_packet: per_frame(median.sink_cpu_ns),
             gateway_cpus_busy: median.gateway_cpu_ns as f64 / (median.seconds * 1e9),
         })
     }
@@ -875,9 +897,9 @@ fn main() -> Result<()> {
         eprint!("bench: {:<40} ", sc.name);
         let o = bed.measure(&sc, quick)?;
         eprintln!(
-            "offered {:>9.0} forwarded {:>9.0} pps, zero-loss {:>9.0} pps, latency p50/p99 {}/{} us, gateway {:.0} ns/packet on {:.2} CPUs",
+            "offered {:>9.0} forwarded {:>9.0} pps, zero-loss {:>9.0} pps, latency p50/p99 {}/{} us, gateway {:.0} ns/packet on {:.2} CPUs, sink {:.0} ns/packet",
             o.offered_pps, o.forwarded_pps, o.zero_loss_pps, o.latency_us[0], o.latency_us[1],
-            o.gateway_cpu_ns_per_packet, o.gateway_cpus_busy
+            o.gateway_cpu_ns_per_packet, o.gateway_cpus_busy, o.sink_cpu_ns_per_packet
         );
         results.push((sc, o));
     }
@@ -906,6 +928,18 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
             .map(|(_, o)| o.forwarded_pps)
             .fold(0.0, f64::max)
     };
+    // Kernel forwarding's gateway CPU per packet: the cheaper measurement.
+    let kernel_cpu = |size: Size| {
+        results
+            .iter()
+            .filter(|(s, o)| {
+                s.forwarder == Forwarder::Kernel
+                    && s.size == size
+                    && o.gateway_cpu_ns_per_packet > 0.0
+            })
+            .map(|(_, o)| o.gateway_cpu_ns_per_packet)
+            .fold(f64::INFINITY, f64::min)
+    };
     let mut md = String::new();
     let _ = writeln!(md, "Generator: AF_XDP transmitter (copy mode; this kernel has no pktgen) on gen0, pinned to CPU {GEN_CPU}; with 2 queues one generator per CPU and queue.");
     let _ = writeln!(md, "Gateway: br-daemon workers pinned to CPU {BR_CPU} (queue 0) and CPU 1 (queue 1); veth receive in threaded NAPI: in0's and out0's queue 0 on CPU {BR_CPU} (queue 1 on the next CPU), sink0 and gen0 on CPU {GEN_CPU}. {cpus} CPUs in all.");
@@ -917,11 +951,11 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
     );
     let _ = writeln!(md, "Ratios: to the better of the two measurements of each baseline (before and after the BR rows), same frame size.");
     let _ = writeln!(md, "Latency: one way, generator to sink (CLOCK_MONOTONIC stamped at send, read by the sink's XDP program), at {LATENCY_RATE:.0} pps sent one by one; 1 us buckets.\n");
-    let _ = writeln!(md, "Gateway CPU: time on CPU of in0's and out0's receive threads and br-daemon's threads in the median flat-out trial, per forwarded packet and in CPUs kept busy.\n");
-    let _ = writeln!(md, "| scenario | offered pps | forwarded pps | loss % | zero-loss pps | ÷ kernel forwarding | ÷ XDP ceiling | latency p50 / p99 / p99.9 us | gateway CPU ns/packet | gateway CPUs busy |");
+    let _ = writeln!(md, "Gateway CPU: time on CPU of in0's and out0's receive threads and br-daemon's threads in the median flat-out trial, per forwarded packet and in CPUs kept busy; \"kernel CPU ÷\" is kernel forwarding's (the cheaper of its two measurements) divided by the row's: how many times less CPU a packet costs than kernel forwarding.\n");
+    let _ = writeln!(md, "| scenario | offered pps | forwarded pps | loss % | zero-loss pps | ÷ kernel forwarding | ÷ XDP ceiling | latency p50 / p99 / p99.9 us | gateway CPU ns/packet | gateway CPUs busy | kernel CPU ÷ |");
     let _ = writeln!(
         md,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     let mut json = String::from("[\n");
     for (i, (s, o)) in results.iter().enumerate() {
@@ -931,9 +965,15 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
         );
         let rk = if k > 0.0 { o.forwarded_pps / k } else { 0.0 };
         let rx = if x > 0.0 { o.forwarded_pps / x } else { 0.0 };
+        let kc = kernel_cpu(s.size);
+        let rc = if kc.is_finite() && o.gateway_cpu_ns_per_packet > 0.0 {
+            kc / o.gateway_cpu_ns_per_packet
+        } else {
+            0.0
+        };
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.2} | {:.2} | {} / {} / {} | {:.0} | {:.2} |",
+            "| {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.2} | {:.2} | {} / {} / {} | {:.0} | {:.2} | {:.2} |",
             s.name,
             o.offered_pps,
             o.forwarded_pps,
@@ -945,7 +985,8 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
             o.latency_us[1],
             o.latency_us[2],
             o.gateway_cpu_ns_per_packet,
-            o.gateway_cpus_busy
+            o.gateway_cpus_busy,
+            rc
         );
         let _ = writeln!(
             json,
@@ -953,10 +994,10 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
              \"offered_pps\": {:.0}, \"forwarded_pps\": {:.0}, \"loss_pct\": {:.3}, \"zero_loss_pps\": {:.0}, \
              \"ratio_kernel_forwarding\": {:.3}, \"ratio_xdp_ceiling\": {:.3}, \
              \"latency_us_p50\": {}, \"latency_us_p99\": {}, \"latency_us_p999\": {}, \
-             \"gateway_cpu_ns_per_packet\": {:.1}, \"gateway_cpus_busy\": {:.3}}}{}",
+             \"gateway_cpu_ns_per_packet\": {:.1}, \"gateway_cpus_busy\": {:.3}, \"sink_cpu_ns_per_packet\": {:.1}, \"cpu_ratio_kernel_forwarding\": {:.3}}}{}",
             s.name, s.forwarder, s.stream, s.size, s.flows, s.queues, o.offered_pps, o.forwarded_pps, o.loss_pct,
             o.zero_loss_pps, rk, rx, o.latency_us[0], o.latency_us[1], o.latency_us[2],
-            o.gateway_cpu_ns_per_packet, o.gateway_cpus_busy,
+            o.gateway_cpu_ns_per_packet, o.gateway_cpus_busy, o.sink_cpu_ns_per_packet, rc,
             if i + 1 < results.len() { "," } else { "" }
         );
     }
