@@ -199,6 +199,9 @@ fn run_lab_tool(
         build.args(["--bin", helper]);
     }
     run(&mut build)?;
+    // A fresh build leaves hundreds of MB dirty; their writeback would
+    // take CPU from the first measurements.
+    run(&mut Command::new("sync"))?;
     let mut child = Command::new(root().join("target/release").join(tool))
         .args(args)
         .current_dir(root())
