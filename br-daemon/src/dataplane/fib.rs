@@ -6,6 +6,15 @@
 //! The forwarder never keeps static MACs: a destination whose neighbour
 //! the kernel has not resolved goes through the kernel (slow path), which
 //! resolves it; the resulting neighbour event refreshes the snapshot.
+//!
+//! Multipath routes (ECMP, `RTA_MULTIPATH`) keep every live next hop with
+//! its weight; a destination picks one by a hash of the destination
+//! address, so packets to one destination keep one path (no reordering)
+//! and destinations spread over the paths by weight. The kernel's own
+//! choice (and so the XDP fast path's, through `bpf_fib_lookup`) hashes
+//! with a secret seed and may pick another of the same paths: either is
+//! a valid path of the route. Dead next hops (`RTNH_F_DEAD`) are skipped,
+//! as the kernel skips them.
 
 use std::collections::HashMap;
 use std::io;
@@ -28,6 +37,15 @@ enum RouteKind {
     Reject,
 }
 
+/// One next hop of a route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Hop {
+    oif: u32,
+    gateway: Option<IpAddr>,
+    /// ECMP weight (rtnexthop hops + 1); 1 for a single-path route.
+    weight: u32,
+}
+
 #[derive(Clone, Debug)]
 struct Route {
     dst: u128,
@@ -35,10 +53,31 @@ struct Route {
     /// Address width in bits (32 or 128), to build masks.
     width: u8,
     kind: RouteKind,
-    gateway: Option<IpAddr>,
-    oif: u32,
+    /// The live next hops; none when every one is dead (the route is
+    /// then skipped, as the kernel skips it).
+    hops: Vec<Hop>,
     table: u32,
     priority: u32,
+}
+
+impl Route {
+    /// The next hop for a destination: by weight, from a hash of it.
+    fn hop_for(&self, dst: u128) -> Option<&Hop> {
+        if self.hops.len() <= 1 {
+            return self.hops.first();
+        }
+        let total: u64 = self.hops.iter().map(|h| u64::from(h.weight)).sum();
+        let folded = (dst as u64) ^ ((dst >> 64) as u64);
+        // Fibonacci hashing: the high bits mix every input bit.
+        let mut pick = (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) % total.max(1);
+        for hop in &self.hops {
+            if pick < u64::from(hop.weight) {
+                return Some(hop);
+            }
+            pick -= u64::from(hop.weight);
+        }
+        self.hops.last()
+    }
 }
 
 /// Where a packet for a destination goes.
@@ -82,7 +121,10 @@ impl Fib {
                 .routes
                 .iter()
                 .filter(|r| {
-                    r.width == width && r.table == table && prefix_match(bits, r.dst, r.len, width)
+                    r.width == width
+                        && r.table == table
+                        && (r.kind != RouteKind::Unicast || !r.hops.is_empty())
+                        && prefix_match(bits, r.dst, r.len, width)
                 })
                 .min_by_key(|r| (std::cmp::Reverse(r.len), r.priority));
             let Some(route) = best else { continue };
@@ -90,17 +132,20 @@ impl Fib {
                 RouteKind::Local => NextHop::Local,
                 RouteKind::Reject => NextHop::Unreachable,
                 RouteKind::Unicast => {
-                    let neighbour = route.gateway.unwrap_or(dst);
+                    let Some(hop) = route.hop_for(bits) else {
+                        return NextHop::Unreachable;
+                    };
+                    let neighbour = hop.gateway.unwrap_or(dst);
                     match (
-                        self.neighbours.get(&(route.oif, neighbour)),
-                        self.link_macs.get(&route.oif),
+                        self.neighbours.get(&(hop.oif, neighbour)),
+                        self.link_macs.get(&hop.oif),
                     ) {
                         (Some(dst_mac), Some(src_mac)) => NextHop::Direct {
-                            ifindex: route.oif,
+                            ifindex: hop.oif,
                             src_mac: *src_mac,
                             dst_mac: *dst_mac,
                         },
-                        _ => NextHop::Unresolved { ifindex: route.oif },
+                        _ => NextHop::Unresolved { ifindex: hop.oif },
                     }
                 }
             };
@@ -134,6 +179,12 @@ impl Fib {
 
     /// Adds a unicast route in the main table.
     pub fn add_route(&mut self, dst: ipnet::IpNet, oif: u32, gateway: Option<IpAddr>) {
+        self.add_multipath_route(dst, &[(oif, gateway, 1)]);
+    }
+
+    /// Adds a unicast route in the main table over several next hops:
+    /// (interface, gateway, weight).
+    pub fn add_multipath_route(&mut self, dst: ipnet::IpNet, hops: &[(u32, Option<IpAddr>, u32)]) {
         let (bits, width) = match dst.network() {
             IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
             IpAddr::V6(a) => (u128::from(a), 128),
@@ -143,8 +194,14 @@ impl Fib {
             len: dst.prefix_len(),
             width,
             kind: RouteKind::Unicast,
-            gateway,
-            oif,
+            hops: hops
+                .iter()
+                .map(|&(oif, gateway, weight)| Hop {
+                    oif,
+                    gateway,
+                    weight: weight.max(1),
+                })
+                .collect(),
             table: TABLE_MAIN,
             priority: 0,
         });
@@ -195,6 +252,7 @@ const RTN_BLACKHOLE: u8 = 6;
 const RTN_UNREACHABLE: u8 = 7;
 const RTN_PROHIBIT: u8 = 8;
 const RTN_THROW: u8 = 9;
+const RTNH_F_DEAD: u32 = 1;
 
 const NUD_INCOMPLETE: u16 = 0x01;
 const NUD_FAILED: u16 = 0x20;
@@ -249,16 +307,22 @@ fn parse_route(body: &[u8]) -> Option<Route> {
         RTN_BLACKHOLE | RTN_UNREACHABLE | RTN_PROHIBIT | RTN_THROW => RouteKind::Reject,
         _ => return None, // broadcast, multicast, anycast: not for unicast forwarding
     };
+    let rtm_flags = u32_from(&body[8..12])?;
     let mut r = Route {
         dst: 0,
         len: body[1],
         width,
         kind,
-        gateway: None,
-        oif: 0,
+        hops: Vec::new(),
         table: u32::from(body[4]),
         priority: 0,
     };
+    let mut single = Hop {
+        oif: 0,
+        gateway: None,
+        weight: 1,
+    };
+    let mut multipath = None;
     for (t, p) in attrs(&body[12..]) {
         match t {
             RTA_DST => {
@@ -267,25 +331,49 @@ fn parse_route(body: &[u8]) -> Option<Route> {
                     IpAddr::V6(a) => u128::from(a),
                 }
             }
-            RTA_GATEWAY => r.gateway = ip_from(family, p),
-            RTA_OIF => r.oif = u32_from(p)?,
+            RTA_GATEWAY => single.gateway = ip_from(family, p),
+            RTA_OIF => single.oif = u32_from(p)?,
             RTA_PRIORITY => r.priority = u32_from(p)?,
             RTA_TABLE => r.table = u32_from(p)?,
-            // ECMP: the first next hop (struct rtnexthop: len u16, flags
-            // u8, hops u8, ifindex i32, then attributes).
-            RTA_MULTIPATH if p.len() >= 8 && r.oif == 0 => {
-                let nh_len = usize::from(u16::from_ne_bytes([p[0], p[1]])).min(p.len());
-                r.oif = u32_from(&p[4..8])?;
-                for (t, a) in attrs(&p[8..nh_len]) {
-                    if t == RTA_GATEWAY {
-                        r.gateway = ip_from(family, a);
-                    }
-                }
-            }
+            RTA_MULTIPATH => multipath = Some(parse_multipath(family, p)),
             _ => {}
         }
     }
+    r.hops = match multipath {
+        Some(hops) => hops,
+        None if rtm_flags & RTNH_F_DEAD != 0 => Vec::new(),
+        None => vec![single],
+    };
     Some(r)
+}
+
+/// The live next hops of an `RTA_MULTIPATH` attribute: a sequence of
+/// struct rtnexthop (len u16, flags u8, hops u8, ifindex i32), each
+/// followed by its own attributes (the gateway).
+fn parse_multipath(family: u8, mut p: &[u8]) -> Vec<Hop> {
+    let mut hops = Vec::new();
+    while p.len() >= 8 {
+        let len = usize::from(u16::from_ne_bytes([p[0], p[1]]));
+        if len < 8 || len > p.len() {
+            break;
+        }
+        let flags = u32::from(p[2]);
+        let mut hop = Hop {
+            oif: u32::from_ne_bytes([p[4], p[5], p[6], p[7]]),
+            gateway: None,
+            weight: u32::from(p[3]) + 1,
+        };
+        for (t, a) in attrs(&p[8..len]) {
+            if t == RTA_GATEWAY {
+                hop.gateway = ip_from(family, a);
+            }
+        }
+        if flags & RTNH_F_DEAD == 0 {
+            hops.push(hop);
+        }
+        p = &p[len.next_multiple_of(4).min(p.len())..];
+    }
+    hops
 }
 
 /// Parses one RTM_NEWNEIGH body: ((ifindex, address), MAC) when usable.
@@ -682,11 +770,119 @@ mod tests {
         );
     }
 
+    /// An RTM_NEWROUTE body for `dst/len` over `hops`: (flags, weight - 1,
+    /// ifindex, gateway).
+    fn multipath_route(dst: [u8; 4], len: u8, hops: &[(u8, u8, u32, [u8; 4])]) -> Vec<u8> {
+        let mut b = vec![
+            libc::AF_INET as u8,
+            len,
+            0,
+            0,
+            TABLE_MAIN as u8,
+            3,
+            0,
+            RTN_UNICAST,
+        ];
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        b.extend(attr(RTA_DST, &dst));
+        let mut nexthops = Vec::new();
+        for &(flags, weight, ifindex, gw) in hops {
+            let gw = attr(RTA_GATEWAY, &gw);
+            nexthops.extend_from_slice(&((8 + gw.len()) as u16).to_ne_bytes());
+            nexthops.extend_from_slice(&[flags, weight]);
+            nexthops.extend_from_slice(&ifindex.to_ne_bytes());
+            nexthops.extend(gw);
+        }
+        b.extend(attr(RTA_MULTIPATH, &nexthops));
+        b
+    }
+
+    /// How many of 4096 destinations in 10.0.0.0/8 go out of each ifindex.
+    fn spread(fib: &Fib) -> HashMap<u32, u32> {
+        let mut out = HashMap::new();
+        for i in 0..4096u32 {
+            let dst = Ipv4Addr::from(0x0a00_0000 | (i.wrapping_mul(2_654_435_761) & 0x00ff_ffff));
+            let NextHop::Unresolved { ifindex } = fib.lookup_v4(dst) else {
+                panic!("{dst}: {:?}", fib.lookup_v4(dst));
+            };
+            *out.entry(ifindex).or_insert(0) += 1;
+            assert_eq!(
+                fib.lookup_v4(dst),
+                NextHop::Unresolved { ifindex },
+                "one path per destination"
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn multipath_spreads_by_weight_and_skips_dead_hops() {
+        let mut fib = Fib::default();
+        fib.routes.extend(parse_route(&multipath_route(
+            [10, 0, 0, 0],
+            8,
+            &[(0, 0, 2, [192, 0, 2, 1]), (0, 0, 3, [198, 51, 100, 1])],
+        )));
+        let even = spread(&fib);
+        assert_eq!(even.len(), 2, "{even:?}");
+        assert!((1700..2400).contains(&even[&2]), "{even:?}");
+
+        // Weight 3 (hops 2) against 1.
+        fib.routes = parse_route(&multipath_route(
+            [10, 0, 0, 0],
+            8,
+            &[(0, 2, 2, [192, 0, 2, 1]), (0, 0, 3, [198, 51, 100, 1])],
+        ))
+        .into_iter()
+        .collect();
+        let weighted = spread(&fib);
+        assert!((2800..3350).contains(&weighted[&2]), "{weighted:?}");
+
+        // A dead next hop carries nothing.
+        fib.routes = parse_route(&multipath_route(
+            [10, 0, 0, 0],
+            8,
+            &[
+                (RTNH_F_DEAD as u8, 0, 2, [192, 0, 2, 1]),
+                (0, 0, 3, [198, 51, 100, 1]),
+            ],
+        ))
+        .into_iter()
+        .collect();
+        assert_eq!(spread(&fib), HashMap::from([(3, 4096)]));
+
+        // All dead: the route is skipped and a shorter one matches.
+        fib.routes = parse_route(&multipath_route(
+            [10, 0, 0, 0],
+            8,
+            &[(RTNH_F_DEAD as u8, 0, 2, [192, 0, 2, 1])],
+        ))
+        .into_iter()
+        .collect();
+        assert_eq!(
+            fib.lookup_v4("10.1.2.3".parse().unwrap()),
+            NextHop::Unreachable
+        );
+        fib.routes.extend(parse_route(&route(
+            libc::AF_INET,
+            0,
+            RTN_UNICAST,
+            &[0, 0, 0, 0],
+            Some(&[203, 0, 113, 1]),
+            4,
+        )));
+        assert_eq!(
+            fib.lookup_v4("10.1.2.3".parse().unwrap()),
+            NextHop::Unresolved { ifindex: 4 }
+        );
+    }
+
     #[test]
     fn malformed_attributes_do_not_panic() {
         for bytes in [&[][..], &[1, 2, 3], &[255, 255, 0, 0, 9], &[0, 0, 0, 0]] {
             let _ = attrs(bytes).count();
             let _ = parse_route(bytes);
+            let _ = parse_multipath(libc::AF_INET as u8, bytes);
             let _ = parse_neighbour(bytes);
             let _ = parse_link(bytes);
         }
