@@ -274,6 +274,44 @@ fn write_frame(
 /// Sends a stream out of `gen0` for `duration` at `rate` packets per
 /// second (None: as fast as it goes) from an AF_XDP socket (the BR's own
 /// ring code, copy mode). Returns the frames the kernel transmitted.
+/// Flat out with the kernel's XDP live-frames test run (what
+/// xdp-trafficgen uses): an XDP program redirects copies of one frame
+/// into gen0, so in0 receives XDP frames, as from a NIC, not the skbs of
+/// copy-mode AF_XDP. One CE, flat out only. Returns the frames offered.
+fn generate_live(ifindex: u32, dst_mac: [u8; 6], sc: &Scenario, duration: Duration) -> Result<u64> {
+    use aya::programs::{TestRun, TestRunAttrs, TestRunOptions};
+    let mut e = Ebpf::load(br_ebpf::bench_object())?;
+    {
+        let mut ports: DevMap<&mut MapData> =
+            DevMap::try_from(e.map_mut("tx_port").context("tx_port")?)?;
+        ports.set(0, ifindex, None, 0)?;
+    }
+    let p: &mut Xdp = e
+        .program_mut("bench_redirect")
+        .context("bench_redirect")?
+        .try_into()?;
+    p.load()?;
+    let mut buf = vec![0u8; 2048];
+    let len = write_frame(&mut buf, dst_mac, sc.stream, Size::Min, 0, 0);
+    let frame = buf[..len].to_vec();
+    // struct xdp_md: data_end must be the frame's length.
+    let mut md = [0u8; 24];
+    md[4..8].copy_from_slice(&(len as u32).to_ne_bytes());
+    md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    const REPEAT: u32 = 1 << 14;
+    let (start, mut sent) = (Instant::now(), 0u64);
+    while start.elapsed() < duration {
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(&frame);
+        opts.ctx_in = Some(&md);
+        opts.repeat = REPEAT;
+        opts.attrs = TestRunAttrs::new().xdp_live_frames(64);
+        p.test_run(opts).context("live frames")?;
+        sent += u64::from(REPEAT);
+    }
+    Ok(sent)
+}
+
 fn generate(
     ifindex: u32,
     queue: u32,
@@ -693,6 +731,7 @@ impl Testbed {
             vec![0, 1]
         };
         let share = rate.map(|r| r / cpus.len() as f64);
+        let live = std::env::var_os("BR_BENCH_LIVE").is_some();
         let threads: Vec<_> = cpus
             .into_iter()
             .map(|cpu| {
@@ -701,7 +740,11 @@ impl Testbed {
                 let queue = if sc.queues == 1 { 0 } else { cpu as u32 };
                 self.gen.spawn_in(move || -> Result<u64> {
                     pin(cpu);
-                    generate(ifindex, queue, mac, &scn, share, d, stamp)
+                    if live && share.is_none() && !stamp {
+                        generate_live(ifindex, mac, &scn, d)
+                    } else {
+                        generate(ifindex, queue, mac, &scn, share, d, stamp)
+                    }
                 })
             })
             .collect();
