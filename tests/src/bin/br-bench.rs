@@ -94,6 +94,9 @@ struct Outcome {
     gateway_cpus_busy: f64,
     /// CPU time of the sink's receive threads per packet, same trial.
     sink_cpu_ns_per_packet: f64,
+    /// Run time of the gateway's XDP program per run (kernel BPF stats),
+    /// same trial; 0 when no XDP program forwards (kernel forwarding).
+    xdp_ns_per_run: f64,
 }
 
 /// What one trial measured.
@@ -105,6 +108,8 @@ struct Trial {
     gateway_cpu_ns: u64,
     /// CPU time of the sink's receive threads during the trial.
     sink_cpu_ns: u64,
+    /// Run time and runs of the gateway's XDP program during the trial.
+    xdp_runs: (u64, u64),
     seconds: f64,
 }
 
@@ -148,6 +153,18 @@ fn gateway_cpu_ns(daemon: Option<u32>) -> u64 {
 /// an skb from kernel forwarding that veth converts for the sink's XDP).
 fn sink_cpu_ns() -> u64 {
     cpu_ns(|_, comm| comm.starts_with("napi/sink0-"))
+}
+
+/// Total run time (ns) and runs of the gateway's XDP programs so far
+/// (the BR's `br_steer`, the baseline's `bench_redirect`), from the
+/// kernel's BPF statistics (counted only while enabled: see `measure`).
+fn gateway_xdp_runs() -> (u64, u64) {
+    aya::programs::loaded_programs()
+        .flatten()
+        .filter(|p| matches!(p.name_as_str(), Some("br_steer" | "bench_redirect")))
+        .fold((0, 0), |(t, n), p| {
+            (t + p.run_time().as_nanos() as u64, n + p.run_count())
+        })
 }
 
 /// CPU time (ns) of the threads `pick(pid, comm)` selects.
@@ -723,6 +740,7 @@ impl Testbed {
         let daemon = self.daemon.as_ref().map(|(d, _, _)| d.child.id());
         let cpu_before = gateway_cpu_ns(daemon);
         let sink_cpu_before = sink_cpu_ns();
+        let xdp_before = gateway_xdp_runs();
         let before = self.sink_count();
         let d = Duration::from_secs_f64(seconds);
         let cpus: Vec<usize> = if sc.queues == 1 {
@@ -763,6 +781,13 @@ impl Testbed {
             forwarded_pps: got as f64 / seconds,
             gateway_cpu_ns: gateway_cpu_ns(daemon).saturating_sub(cpu_before),
             sink_cpu_ns: sink_cpu_ns().saturating_sub(sink_cpu_before),
+            xdp_runs: {
+                let after = gateway_xdp_runs();
+                (
+                    after.0.saturating_sub(xdp_before.0),
+                    after.1.saturating_sub(xdp_before.1),
+                )
+            },
             seconds,
         })
     }
@@ -794,6 +819,19 @@ impl Testbed {
         let per_frame = |ns: u64| {
             if forwarded_frames > 0.0 {
                 ns as f64 / forwarded_frames
+            } else {
+                0.0
+            }
+        };
+        // The XDP program's run time, in a trial of its own: the kernel's
+        // BPF statistics read the clock twice per run (a paravirtual
+        // clock on this VM), which would slow the trials above.
+        let xdp_ns_per_run = {
+            let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                .context("enabling the kernel's BPF run-time statistics")?;
+            let t = self.trial(sc, None, step)?;
+            if t.xdp_runs.1 > 0 {
+                t.xdp_runs.0 as f64 / t.xdp_runs.1 as f64
             } else {
                 0.0
             }
@@ -830,6 +868,7 @@ impl Testbed {
             latency_us: self.latency(sc, step)?,
             gateway_cpu_ns_per_packet: per_frame(median.gateway_cpu_ns),
             sink_cpu_ns_per_packet: per_frame(median.sink_cpu_ns),
+            xdp_ns_per_run,
             gateway_cpus_busy: median.gateway_cpu_ns as f64 / (median.seconds * 1e9),
         })
     }
@@ -940,9 +979,9 @@ fn main() -> Result<()> {
         eprint!("bench: {:<40} ", sc.name);
         let o = bed.measure(&sc, quick)?;
         eprintln!(
-            "offered {:>9.0} forwarded {:>9.0} pps, zero-loss {:>9.0} pps, latency p50/p99 {}/{} us, gateway {:.0} ns/packet on {:.2} CPUs, sink {:.0} ns/packet",
+            "offered {:>9.0} forwarded {:>9.0} pps, zero-loss {:>9.0} pps, latency p50/p99 {}/{} us, gateway {:.0} ns/packet on {:.2} CPUs (XDP {:.0} ns/run), sink {:.0} ns/packet",
             o.offered_pps, o.forwarded_pps, o.zero_loss_pps, o.latency_us[0], o.latency_us[1],
-            o.gateway_cpu_ns_per_packet, o.gateway_cpus_busy, o.sink_cpu_ns_per_packet
+            o.gateway_cpu_ns_per_packet, o.gateway_cpus_busy, o.xdp_ns_per_run, o.sink_cpu_ns_per_packet
         );
         results.push((sc, o));
     }
@@ -994,11 +1033,11 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
     );
     let _ = writeln!(md, "Ratios: to the better of the two measurements of each baseline (before and after the BR rows), same frame size.");
     let _ = writeln!(md, "Latency: one way, generator to sink (CLOCK_MONOTONIC stamped at send, read by the sink's XDP program), at {LATENCY_RATE:.0} pps sent one by one; 1 us buckets.\n");
-    let _ = writeln!(md, "Gateway CPU: time on CPU of in0's and out0's receive threads and br-daemon's threads in the median flat-out trial, per forwarded packet and in CPUs kept busy; \"kernel CPU ÷\" is kernel forwarding's (the cheaper of its two measurements) divided by the row's: how many times less CPU a packet costs than kernel forwarding.\n");
-    let _ = writeln!(md, "| scenario | offered pps | forwarded pps | loss % | zero-loss pps | ÷ kernel forwarding | ÷ XDP ceiling | latency p50 / p99 / p99.9 us | gateway CPU ns/packet | gateway CPUs busy | kernel CPU ÷ |");
+    let _ = writeln!(md, "Gateway CPU: time on CPU of in0's and out0's receive threads and br-daemon's threads in the median flat-out trial, per forwarded packet and in CPUs kept busy; \"XDP ns/run\" is the run time of the gateway's XDP program per run (kernel BPF statistics, in a flat-out trial of its own; the program and the helpers it calls, such as the FIB lookup, not the redirect's transmit); \"kernel CPU ÷\" is kernel forwarding's (the cheaper of its two measurements) divided by the row's: how many times less CPU a packet costs than kernel forwarding.\n");
+    let _ = writeln!(md, "| scenario | offered pps | forwarded pps | loss % | zero-loss pps | ÷ kernel forwarding | ÷ XDP ceiling | latency p50 / p99 / p99.9 us | gateway CPU ns/packet | gateway CPUs busy | XDP ns/run | kernel CPU ÷ |");
     let _ = writeln!(
         md,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     let mut json = String::from("[\n");
     for (i, (s, o)) in results.iter().enumerate() {
@@ -1016,7 +1055,7 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
         };
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.2} | {:.2} | {} / {} / {} | {:.0} | {:.2} | {:.2} |",
+            "| {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.2} | {:.2} | {} / {} / {} | {:.0} | {:.2} | {} | {:.2} |",
             s.name,
             o.offered_pps,
             o.forwarded_pps,
@@ -1029,6 +1068,11 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
             o.latency_us[2],
             o.gateway_cpu_ns_per_packet,
             o.gateway_cpus_busy,
+            if o.xdp_ns_per_run > 0.0 {
+                format!("{:.0}", o.xdp_ns_per_run)
+            } else {
+                "–".to_string()
+            },
             rc
         );
         let _ = writeln!(
@@ -1037,10 +1081,10 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
              \"offered_pps\": {:.0}, \"forwarded_pps\": {:.0}, \"loss_pct\": {:.3}, \"zero_loss_pps\": {:.0}, \
              \"ratio_kernel_forwarding\": {:.3}, \"ratio_xdp_ceiling\": {:.3}, \
              \"latency_us_p50\": {}, \"latency_us_p99\": {}, \"latency_us_p999\": {}, \
-             \"gateway_cpu_ns_per_packet\": {:.1}, \"gateway_cpus_busy\": {:.3}, \"sink_cpu_ns_per_packet\": {:.1}, \"cpu_ratio_kernel_forwarding\": {:.3}}}{}",
+             \"gateway_cpu_ns_per_packet\": {:.1}, \"gateway_cpus_busy\": {:.3}, \"sink_cpu_ns_per_packet\": {:.1}, \"cpu_ratio_kernel_forwarding\": {:.3}, \"xdp_ns_per_run\": {:.1}}}{}",
             s.name, s.forwarder, s.stream, s.size, s.flows, s.queues, o.offered_pps, o.forwarded_pps, o.loss_pct,
             o.zero_loss_pps, rk, rx, o.latency_us[0], o.latency_us[1], o.latency_us[2],
-            o.gateway_cpu_ns_per_packet, o.gateway_cpus_busy, o.sink_cpu_ns_per_packet, rc,
+            o.gateway_cpu_ns_per_packet, o.gateway_cpus_busy, o.sink_cpu_ns_per_packet, rc, o.xdp_ns_per_run,
             if i + 1 < results.len() { "," } else { "" }
         );
     }
