@@ -2,28 +2,12 @@
 //! routes (ECMP) as `ip route` writes them, IPv4 and IPv6, read back
 //! with every next hop and its weight. Needs root (a private netns).
 
+mod netns;
+
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::process::Command;
 
 use br_daemon::dataplane::fib::{snapshot, NextHop};
-
-fn sh(args: &str) {
-    let parts: Vec<&str> = args.split_whitespace().collect();
-    let status = Command::new(parts[0])
-        .args(&parts[1..])
-        .status()
-        .unwrap_or_else(|e| panic!("{args}: {e}"));
-    assert!(status.success(), "{args}");
-}
-
-/// The index of `name` in the calling thread's namespace.
-fn ifindex(name: &str) -> u32 {
-    let c = std::ffi::CString::new(name).unwrap();
-    // SAFETY: c is a live NUL-terminated string.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    assert_ne!(i, 0, "no interface {name}");
-    i
-}
+use netns::{ifindex, sh};
 
 #[test]
 fn multipath_routes_are_read_with_every_next_hop_and_weight() {

@@ -8,9 +8,10 @@
 //! checksum must be right for it); whenever it declines, the frame must be
 //! untouched, for the forwarder gets it. Needs root (BPF, netns).
 
+mod netns;
+
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::process::Command;
 
 use aya::programs::{TestRun, TestRunOptions};
 use br_daemon::dataplane::counters::Counters;
@@ -18,6 +19,7 @@ use br_daemon::dataplane::fib::Fib;
 use br_daemon::dataplane::worker::{dispose, Context, Disposition};
 use br_daemon::dataplane::xdp::Steering;
 use br_daemon::relay::{Domain, DomainSpec, Domains, IcmpRate, Relay};
+use netns::{ifindex, sh};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestRunner};
 
@@ -48,25 +50,6 @@ fn domains() -> Vec<Domain> {
         // 16 bits after a /48, the common prefix 172.16/16.
         spec("narrow", "2001:db9:0::/48", 16, "172.16.0.1"),
     ]
-}
-
-fn sh(args: &str) {
-    let parts: Vec<&str> = args.split_whitespace().collect();
-    let status = Command::new(parts[0])
-        .args(&parts[1..])
-        .status()
-        .unwrap_or_else(|e| panic!("{args}: {e}"));
-    assert!(status.success(), "{args}");
-}
-
-/// The index of `name` in the calling thread's namespace (sysfs shows
-/// the namespace it was mounted in).
-fn ifindex(name: &str) -> u32 {
-    let c = std::ffi::CString::new(name).unwrap();
-    // SAFETY: c is a live NUL-terminated string.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    assert_ne!(i, 0, "no interface {name}");
-    i
 }
 
 /// lan0 and wan0 in the calling thread's (fresh) namespace, with the
