@@ -38,7 +38,7 @@ enum RouteKind {
 }
 
 /// One next hop of a route.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 struct Hop {
     oif: u32,
     gateway: Option<IpAddr>,
@@ -179,12 +179,6 @@ impl Fib {
 
     /// Adds a unicast route in the main table.
     pub fn add_route(&mut self, dst: ipnet::IpNet, oif: u32, gateway: Option<IpAddr>) {
-        self.add_multipath_route(dst, &[(oif, gateway, 1)]);
-    }
-
-    /// Adds a unicast route in the main table over several next hops:
-    /// (interface, gateway, weight).
-    pub fn add_multipath_route(&mut self, dst: ipnet::IpNet, hops: &[(u32, Option<IpAddr>, u32)]) {
         let (bits, width) = match dst.network() {
             IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
             IpAddr::V6(a) => (u128::from(a), 128),
@@ -194,14 +188,11 @@ impl Fib {
             len: dst.prefix_len(),
             width,
             kind: RouteKind::Unicast,
-            hops: hops
-                .iter()
-                .map(|&(oif, gateway, weight)| Hop {
-                    oif,
-                    gateway,
-                    weight: weight.max(1),
-                })
-                .collect(),
+            hops: vec![Hop {
+                oif,
+                gateway,
+                weight: 1,
+            }],
             table: TABLE_MAIN,
             priority: 0,
         });

@@ -137,22 +137,33 @@ fn threads() -> Vec<(u32, u32, String, PathBuf)> {
     all
 }
 
-/// CPU time (ns, from /proc/PID/task/TID/schedstat) of the threads that
-/// forward on the gateway: veth's receive (NAPI) threads of in0 and out0,
-/// where XDP, the fast path and kernel forwarding run, and every thread
-/// of `daemon` (the AF_XDP forwarder). Threads that ended meanwhile
-/// count nothing.
-fn gateway_cpu_ns(daemon: Option<u32>) -> u64 {
-    cpu_ns(|pid, comm| {
-        Some(pid) == daemon || comm.starts_with("napi/in0-") || comm.starts_with("napi/out0-")
-    })
-}
-
-/// CPU time of the sink's receive threads: what a forwarded frame costs
-/// the sink depends on how it arrives (an xdp_frame from a redirect, or
-/// an skb from kernel forwarding that veth converts for the sink's XDP).
-fn sink_cpu_ns() -> u64 {
-    cpu_ns(|_, comm| comm.starts_with("napi/sink0-"))
+/// CPU time so far (ns, from /proc/PID/task/TID/schedstat) of (a) the
+/// threads that forward on the gateway: veth's receive (NAPI) threads of
+/// in0 and out0, where XDP, the fast path and kernel forwarding run, and
+/// every thread of `daemon` (the AF_XDP forwarder); (b) the sink's
+/// receive threads: what a forwarded frame costs the sink depends on how
+/// it arrives (an xdp_frame from a redirect, or an skb from kernel
+/// forwarding that veth converts for the sink's XDP). Threads that ended
+/// meanwhile count nothing.
+fn gateway_and_sink_cpu_ns(daemon: Option<u32>) -> (u64, u64) {
+    let (mut gateway, mut sink) = (0, 0);
+    for (pid, _, comm, path) in threads() {
+        let total = if Some(pid) == daemon
+            || comm.starts_with("napi/in0-")
+            || comm.starts_with("napi/out0-")
+        {
+            &mut gateway
+        } else if comm.starts_with("napi/sink0-") {
+            &mut sink
+        } else {
+            continue;
+        };
+        *total += std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    (gateway, sink)
 }
 
 /// Total run time (ns) and runs of the gateway's XDP programs so far
@@ -165,18 +176,6 @@ fn gateway_xdp_runs() -> (u64, u64) {
         .fold((0, 0), |(t, n), p| {
             (t + p.run_time().as_nanos() as u64, n + p.run_count())
         })
-}
-
-/// CPU time (ns) of the threads `pick(pid, comm)` selects.
-fn cpu_ns(pick: impl Fn(u32, &str) -> bool) -> u64 {
-    threads()
-        .into_iter()
-        .filter(|(pid, _, comm, _)| pick(*pid, comm))
-        .filter_map(|(_, _, _, path)| {
-            let stat = std::fs::read_to_string(path.join("schedstat")).ok()?;
-            stat.split_whitespace().next()?.parse::<u64>().ok()
-        })
-        .sum()
 }
 
 /// Offered rate of the latency trials: light load, frames sent one by one.
@@ -288,26 +287,35 @@ fn write_frame(
     len
 }
 
-/// Sends a stream out of `gen0` for `duration` at `rate` packets per
-/// second (None: as fast as it goes) from an AF_XDP socket (the BR's own
-/// ring code, copy mode). Returns the frames the kernel transmitted.
-/// Flat out with the kernel's XDP live-frames test run (what
-/// xdp-trafficgen uses): an XDP program redirects copies of one frame
-/// into gen0, so in0 receives XDP frames, as from a NIC, not the skbs of
-/// copy-mode AF_XDP. One CE, flat out only. Returns the frames offered.
-fn generate_live(ifindex: u32, dst_mac: [u8; 6], sc: &Scenario, duration: Duration) -> Result<u64> {
-    use aya::programs::{TestRun, TestRunAttrs, TestRunOptions};
+/// The bench object with `bench_redirect` loaded (not attached), sending
+/// every frame to `ifindex`: the XDP-redirect baseline, and the
+/// live-frames generator's program.
+fn load_bench_redirect(ifindex: u32) -> Result<Ebpf> {
     let mut e = Ebpf::load(br_ebpf::bench_object())?;
     {
         let mut ports: DevMap<&mut MapData> =
             DevMap::try_from(e.map_mut("tx_port").context("tx_port")?)?;
         ports.set(0, ifindex, None, 0)?;
     }
-    let p: &mut Xdp = e
-        .program_mut("bench_redirect")
+    bench_redirect(&mut e)?.load()?;
+    Ok(e)
+}
+
+/// The `bench_redirect` program of a bench object.
+fn bench_redirect(e: &mut Ebpf) -> Result<&mut Xdp> {
+    Ok(e.program_mut("bench_redirect")
         .context("bench_redirect")?
-        .try_into()?;
-    p.load()?;
+        .try_into()?)
+}
+
+/// Flat out with the kernel's XDP live-frames test run (what
+/// xdp-trafficgen uses): an XDP program redirects copies of one frame
+/// into gen0, so in0 receives XDP frames, as from a NIC, not the skbs of
+/// copy-mode AF_XDP. One CE, flat out only. Returns the frames offered.
+fn generate_live(ifindex: u32, dst_mac: [u8; 6], sc: &Scenario, duration: Duration) -> Result<u64> {
+    use aya::programs::{TestRun, TestRunAttrs, TestRunOptions};
+    let mut e = load_bench_redirect(ifindex)?;
+    let p = bench_redirect(&mut e)?;
     let mut buf = vec![0u8; 2048];
     let len = write_frame(&mut buf, dst_mac, sc.stream, Size::Min, 0, 0);
     let frame = buf[..len].to_vec();
@@ -329,6 +337,9 @@ fn generate_live(ifindex: u32, dst_mac: [u8; 6], sc: &Scenario, duration: Durati
     Ok(sent)
 }
 
+/// Sends a stream out of `gen0` for `duration` at `rate` packets per
+/// second (None: as fast as it goes) from an AF_XDP socket (the BR's own
+/// ring code, copy mode). Returns the frames the kernel transmitted.
 fn generate(
     ifindex: u32,
     queue: u32,
@@ -685,18 +696,8 @@ impl Testbed {
                         .trim()
                         .parse()?;
                     self.redirect_ebpf = Some(self.gw.enter(move || -> Result<Ebpf> {
-                        let mut e = Ebpf::load(br_ebpf::bench_object())?;
-                        {
-                            let mut ports: DevMap<&mut MapData> =
-                                DevMap::try_from(e.map_mut("tx_port").context("tx_port")?)?;
-                            ports.set(0, out_ifindex, None, 0)?;
-                        }
-                        let p: &mut Xdp = e
-                            .program_mut("bench_redirect")
-                            .context("bench_redirect")?
-                            .try_into()?;
-                        p.load()?;
-                        p.attach("in0", XdpMode::Driver)?;
+                        let mut e = load_bench_redirect(out_ifindex)?;
+                        bench_redirect(&mut e)?.attach("in0", XdpMode::Driver)?;
                         Ok(e)
                     })?);
                 }
@@ -738,8 +739,7 @@ impl Testbed {
         stamp: bool,
     ) -> Result<Trial> {
         let daemon = self.daemon.as_ref().map(|(d, _, _)| d.child.id());
-        let cpu_before = gateway_cpu_ns(daemon);
-        let sink_cpu_before = sink_cpu_ns();
+        let cpu_before = gateway_and_sink_cpu_ns(daemon);
         let xdp_before = gateway_xdp_runs();
         let before = self.sink_count();
         let d = Duration::from_secs_f64(seconds);
@@ -776,11 +776,12 @@ impl Testbed {
         // AF_XDP ring of 2048 frames) drains in about 12 ms at 170 kpps.
         std::thread::sleep(Duration::from_millis(100));
         let got = self.sink_count() - before;
+        let cpu_after = gateway_and_sink_cpu_ns(daemon);
         Ok(Trial {
             offered_pps: sent as f64 / seconds,
             forwarded_pps: got as f64 / seconds,
-            gateway_cpu_ns: gateway_cpu_ns(daemon).saturating_sub(cpu_before),
-            sink_cpu_ns: sink_cpu_ns().saturating_sub(sink_cpu_before),
+            gateway_cpu_ns: cpu_after.0.saturating_sub(cpu_before.0),
+            sink_cpu_ns: cpu_after.1.saturating_sub(cpu_before.1),
             xdp_runs: {
                 let after = gateway_xdp_runs();
                 (
