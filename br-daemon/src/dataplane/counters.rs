@@ -126,16 +126,18 @@ fn family(
     }
 }
 
-/// Counters indexed like the XDP program's, labelled with their names.
-fn named<'a>(
+/// Counters labelled `label="name"` with the names in index order
+/// ("unknown" past the last name).
+fn labelled<'a>(
     label: &'a str,
+    names: impl IntoIterator<Item = &'a str> + 'a,
     values: &'a [u64],
-    names: &'a [(&str, &str)],
 ) -> impl Iterator<Item = (String, u64)> + 'a {
-    values.iter().enumerate().map(move |(i, v)| {
-        let name = names.get(i).map_or("unknown", |n| n.0);
-        (format!("{label}=\"{name}\""), *v)
-    })
+    names
+        .into_iter()
+        .chain(std::iter::repeat("unknown"))
+        .zip(values)
+        .map(move |(name, v)| (format!("{label}=\"{name}\""), *v))
 }
 
 /// Renders counters as Prometheus text (`/metrics`), also what the
@@ -146,40 +148,39 @@ pub fn render(totals: &Totals, xdp: &[u64], declines: &[u64], afxdp: &[(String, 
         &mut s,
         "br6rd_io_packets_total",
         "Packets in and out of the forwarder.",
-        Io::ALL
-            .iter()
-            .zip(&totals.io)
-            .map(|(io, v)| (format!("io=\"{}\"", io.name()), *v)),
+        labelled("io", Io::ALL.iter().map(|io| io.name()), &totals.io),
     );
     family(
         &mut s,
         "br6rd_forwarded_packets_total",
         "Packets the relay forwarded, by path.",
-        Path::ALL
-            .iter()
-            .zip(&totals.paths)
-            .map(|(p, v)| (format!("path=\"{}\"", p.name()), *v)),
+        labelled("path", Path::ALL.iter().map(|p| p.name()), &totals.paths),
     );
     family(
         &mut s,
         "br6rd_dropped_packets_total",
         "Packets dropped, by reason (docs/counters.md).",
-        DropReason::ALL
-            .iter()
-            .zip(&totals.drops)
-            .map(|(r, v)| (format!("reason=\"{}\"", r.name()), *v)),
+        labelled(
+            "reason",
+            DropReason::ALL.iter().map(|r| r.name()),
+            &totals.drops,
+        ),
     );
     family(
         &mut s,
         "br6rd_xdp_packets_total",
         "What the XDP program did, by action.",
-        named("action", xdp, &br_ebpf::STAT_NAMES),
+        labelled("action", br_ebpf::STAT_NAMES.iter().map(|n| n.0), xdp),
     );
     family(
         &mut s,
         "br6rd_xdp_fast_path_declined_total",
         "Packets the XDP fast path left to the forwarder, by reason.",
-        named("reason", declines, &br_ebpf::DECLINE_NAMES),
+        labelled(
+            "reason",
+            br_ebpf::DECLINE_NAMES.iter().map(|n| n.0),
+            declines,
+        ),
     );
     family(
         &mut s,
