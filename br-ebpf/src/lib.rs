@@ -23,6 +23,13 @@ pub const MAP_DOMAINS: &str = "domains";
 pub const MAP_FAST_EGRESS: &str = "fast_egress";
 /// PERCPU_ARRAY: fast-path declines by `DECLINE_*` index.
 pub const MAP_DECLINES: &str = "declines";
+/// LPM_TRIE (IPv4): CE prefixes outbound IPsec policies cover (decline).
+pub const MAP_IPSEC_OUT4: &str = "ipsec_out4";
+/// LPM_TRIE (IPv4): CE prefixes whose protocol 41 inbound IPsec policies
+/// require encrypted (to the kernel).
+pub const MAP_IPSEC_IN4: &str = "ipsec_in4";
+/// LPM_TRIE (IPv6): native destinations outbound IPsec policies cover.
+pub const MAP_IPSEC_OUT6: &str = "ipsec_out6";
 /// PERCPU_ARRAY, one entry: the fast path's next IPv4 identification.
 pub const MAP_IPV4_IDS: &str = "ipv4_ids";
 

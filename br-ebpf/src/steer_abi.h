@@ -9,6 +9,7 @@
 #define MAX_BR_ADDRS 64
 #define MAX_PREFIXES 64
 #define MAX_FAST_EGRESS 64
+#define MAX_IPSEC_PREFIXES 256
 
 /* Per-CPU counters, one per final action of the program. */
 enum steer_stat {
@@ -25,7 +26,8 @@ enum steer_stat {
 	STAT_FAST_ENCAP = 10,         /* IPv6 encapsulated to its CE by the XDP fast path */
 	STAT_FAST_DECAP = 11,         /* protocol 41 decapsulated to the LAN by the XDP fast path */
 	STAT_FAST_HAIRPIN = 12,       /* protocol 41 from a CE re-encapsulated to another CE by the XDP fast path */
-	STAT_COUNT = 13,              /* number of counters */
+	STAT_PASS_IPSEC_IN = 13,      /* plaintext protocol 41 from a CE that an inbound IPsec policy says must arrive encrypted: to the kernel, which checks (and drops) it */
+	STAT_COUNT = 14,              /* number of counters */
 };
 
 /* Per-CPU counters: why the XDP fast path left a packet to the forwarder
@@ -35,7 +37,8 @@ enum fast_decline {
 	DECLINE_NEEDS_RELAY = 1,      /* not plain: an ICMPv6 error to send (hop limit, MTU), ECN to merge, IPv4 options or padding, to the BR itself, or a check that drops it */
 	DECLINE_NO_NEXT_HOP = 2,      /* the kernel FIB has no resolved next hop (unresolved neighbour, local, unreachable, forwarding off) */
 	DECLINE_EGRESS = 3,           /* the egress cannot take XDP frames (not attached, or a veth whose peer has neither XDP nor GRO) */
-	DECLINE_COUNT = 4,            /* number of counters */
+	DECLINE_IPSEC = 4,            /* an outbound IPsec policy covers the packet: the kernel must encrypt it */
+	DECLINE_COUNT = 5,            /* number of counters */
 };
 
 /* A 6rd domain as the fast path needs it (RFC 5969 §7.1), indexed by the
@@ -56,6 +59,12 @@ struct domain_info {
 struct lpm_v6_key {
 	__u32 prefixlen;
 	__u8 addr[16];
+};
+
+/* Key of the IPsec prefix LPM tries (IPv4). */
+struct lpm_v4_key {
+	__u32 prefixlen;
+	__u8 addr[4];
 };
 
 #endif

@@ -19,13 +19,18 @@ pub const BUILD_PACKAGES: &[&str] = &[
 ];
 
 /// What `cargo xtask test` adds: the tools the netns tests drive (ping,
-/// tcpdump, scapy for cross-checks, qemu for the real Linux CEs).
+/// tcpdump, scapy for cross-checks, qemu for the real Linux CEs and
+/// the guest deployments).
 const TEST_EXTRAS: &[&str] = &[
     "iputils-ping",
     "tcpdump",
     "python3-scapy",
     "procps",
     "qemu-system-x86",
+    // The guests' initramfs: depmod for the kernel package's modules.dep,
+    // xz for 6.12's compressed modules.
+    "kmod",
+    "xz-utils",
 ];
 
 /// Everything `cargo xtask test` uses.

@@ -20,6 +20,8 @@ named_enum! {
         SentKernel => "tx-kernel",
         /// Packets for the host itself, written into the TUN interface.
         SentHost => "tx-host",
+        /// Packets an outbound IPsec policy covers, handed to the kernel to encrypt (raw sockets): never sent by AF_XDP or the XDP fast path.
+        SentKernelIpsec => "tx-kernel-ipsec",
     }
 }
 
@@ -105,7 +107,10 @@ impl Totals {
     pub fn balance(&self) -> (u64, u64, u64) {
         let inputs = self.get_io(Io::ReceivedAfxdp) + self.get_io(Io::ReceivedKernel);
         let outputs =
-            self.get_io(Io::SentAfxdp) + self.get_io(Io::SentKernel) + self.get_io(Io::SentHost);
+            self.get_io(Io::SentAfxdp)
+                + self.get_io(Io::SentKernel)
+                + self.get_io(Io::SentKernelIpsec)
+                + self.get_io(Io::SentHost);
         (inputs, outputs, self.drops.iter().sum())
     }
 }

@@ -25,6 +25,7 @@ use super::slowpath::SlowPath;
 use super::worker::{self, Port, Worker};
 use super::xdp::Steering;
 use super::xdp_features::XdpFeatures;
+use super::xfrm;
 use super::xsk::{RingSizes, Umem, XskSocket};
 use crate::config::Config;
 use crate::relay::Relay;
@@ -161,8 +162,9 @@ pub fn run(config_path: &Path) -> Result<()> {
     for (line, w) in &config.warnings {
         tracing::warn!("{}:{line}: {w}", config_path.display());
     }
-    let fib = fib::snapshot().context("reading routes and neighbours over rtnetlink")?;
+    let mut fib = fib::snapshot().context("reading routes and neighbours over rtnetlink")?;
     let ports = preflight(&config, &fib)?;
+    fib.set_ipsec(Arc::new(read_ipsec()));
     raise_memlock();
     install_signal_handlers();
 
@@ -172,6 +174,14 @@ pub fn run(config_path: &Path) -> Result<()> {
     let mut steering = Steering::load(&config.domains, config.xdp_fast_path)?;
     for (slot, (_, ifindex)) in ports.iter().enumerate() {
         steering.add_interface(*ifindex, slot as u32)?;
+    }
+    // Before anything is attached: no window in which IPsec traffic could
+    // take the fast path.
+    steering
+        .set_ipsec(fib.ipsec(), &xfrm::br_addresses(&config.domains))
+        .context("mirroring the IPsec policies into the XDP program")?;
+    for line in xfrm::describe_coverage(&config.domains, fib.ipsec()) {
+        tracing::info!("{line}");
     }
     let relay = Published::new(config.relay());
     let fib = Published::new(fib);
@@ -225,23 +235,31 @@ pub fn run(config_path: &Path) -> Result<()> {
         );
     }
 
+    let steering = Arc::new(Mutex::new(steering));
     let slow_counters = Arc::new(Counters::default());
     all_counters.push(Arc::clone(&slow_counters));
     {
-        let (slow, relay, stop) = (Arc::clone(&slow), relay.reader(), Arc::clone(&stop));
+        let (slow, relay, fib, stop) = (
+            Arc::clone(&slow),
+            relay.reader(),
+            fib.reader(),
+            Arc::clone(&stop),
+        );
         threads.push(
             std::thread::Builder::new()
                 .name("br-slow-path".into())
-                .spawn(move || worker::run_slow_path(slow, relay, slow_counters, stop))?,
+                .spawn(move || worker::run_slow_path(slow, relay, fib, slow_counters, stop))?,
         );
     }
     {
         let (fib, stop) = (Arc::clone(&fib), Arc::clone(&stop));
+        let (steering, relay) = (Arc::clone(&steering), Arc::clone(&relay));
+        let on_ipsec = move |ipsec: &xfrm::Ipsec| mirror_ipsec(&steering, &relay.get(), ipsec);
         threads.push(
             std::thread::Builder::new()
                 .name("br-netlink".into())
                 .spawn(move || {
-                    if let Err(e) = fib::monitor(fib, stop) {
+                    if let Err(e) = fib::monitor(fib, stop, on_ipsec) {
                         tracing::error!(
                             "rtnetlink monitor stopped: {e}; next hops are no longer updated"
                         );
@@ -253,7 +271,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         stop: Arc::clone(&stop),
         counters: all_counters,
         sockets,
-        steering: Arc::new(Mutex::new(steering)),
+        steering,
     });
     {
         // Also without the fast path: a reload may turn it on.
@@ -283,7 +301,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     loop {
         std::thread::sleep(Duration::from_millis(100));
         match SIGNAL.swap(0, Ordering::SeqCst) {
-            libc::SIGHUP => reload(config_path, &config, &relay, &running, &slow),
+            libc::SIGHUP => reload(config_path, &config, &relay, &running, &slow, &fib),
             libc::SIGINT | libc::SIGTERM => break,
             _ => {}
         }
@@ -304,12 +322,45 @@ pub fn run(config_path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The kernel's IPsec policies; none (with a warning) where the kernel
+/// has no NETLINK_XFRM.
+fn read_ipsec() -> xfrm::Ipsec {
+    xfrm::snapshot().unwrap_or_else(|e| {
+        tracing::warn!(
+            "cannot read the kernel's IPsec policies over NETLINK_XFRM ({e}): assuming none \
+             (policies set through PF_KEY alone are not seen)"
+        );
+        xfrm::Ipsec::default()
+    })
+}
+
+/// Mirrors new IPsec policies into the XDP program and logs what they cover.
+fn mirror_ipsec(steering: &Mutex<Steering>, relay: &Relay, ipsec: &xfrm::Ipsec) {
+    let domains: Vec<&crate::relay::Domain> = relay.domains().iter().collect();
+    mirror_ipsec_for(steering, &domains, ipsec);
+    for line in xfrm::describe_coverage(domains, ipsec) {
+        tracing::info!("IPsec policies changed: {line}");
+    }
+}
+
+/// Mirrors IPsec policies into the XDP program for the BR addresses of `domains`.
+fn mirror_ipsec_for(steering: &Mutex<Steering>, domains: &[&crate::relay::Domain], ipsec: &xfrm::Ipsec) {
+    let result = steering
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .set_ipsec(ipsec, &xfrm::br_addresses(domains.iter().copied()));
+    if let Err(e) = result {
+        tracing::error!("updating the XDP program's IPsec prefixes failed: {e:#}");
+    }
+}
+
 fn reload(
     path: &Path,
     running_config: &Config,
     relay: &Published<Relay>,
     running: &Running,
     slow: &SlowPath,
+    fib: &Published<Fib>,
 ) {
     let new = match Config::load(path) {
         Ok(c) => c,
@@ -327,6 +378,10 @@ fn reload(
             "reload: interfaces, queues, tun and xdp-mode take effect only after a restart"
         );
     }
+    // Old and new BR addresses both, while the domains change: neither
+    // an old nor a new domain's IPsec traffic may take the fast path.
+    let both: Vec<&crate::relay::Domain> = running_config.domains.iter().chain(&new.domains).collect();
+    mirror_ipsec_for(&running.steering, &both, fib.get().ipsec());
     if let Err(e) = running
         .steering
         .lock()
@@ -339,6 +394,8 @@ fn reload(
     if let Err(e) = slow.set_domains(&new.domains) {
         tracing::error!("reload: updating the TUN addresses and routes failed: {e:#}");
     }
+    let domains: Vec<&crate::relay::Domain> = new.domains.iter().collect();
+    mirror_ipsec_for(&running.steering, &domains, fib.get().ipsec());
     relay.publish(new.relay());
     tracing::info!(
         "reloaded {}: {} domain(s)",

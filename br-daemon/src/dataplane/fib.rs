@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::publish::Published;
+use super::xfrm::Ipsec;
 
 /// A MAC address.
 pub type Mac = [u8; 6];
@@ -104,6 +105,8 @@ pub struct Fib {
     neighbours: HashMap<(u32, IpAddr), Mac>,
     link_macs: HashMap<u32, Mac>,
     link_names: HashMap<u32, String>,
+    /// The kernel's IPsec policies (xfrm), read on their own socket.
+    ipsec: Arc<Ipsec>,
 }
 
 const TABLE_LOCAL: u32 = 255;
@@ -161,6 +164,16 @@ impl Fib {
     /// Next hop for an IPv6 destination.
     pub fn lookup_v6(&self, dst: Ipv6Addr) -> NextHop {
         self.lookup(IpAddr::V6(dst))
+    }
+
+    /// The kernel's IPsec policies as of this snapshot.
+    pub fn ipsec(&self) -> &Ipsec {
+        &self.ipsec
+    }
+
+    /// Replaces the IPsec policies.
+    pub fn set_ipsec(&mut self, ipsec: Arc<Ipsec>) {
+        self.ipsec = ipsec;
     }
 
     /// Interface index of a name.
@@ -468,6 +481,17 @@ impl Netlink {
         self.exchange(kind, NLM_F_DUMP, &body, each)
     }
 
+    /// Sends a dump request with `body` as it is and calls `each(type,
+    /// body)` per answer.
+    pub(super) fn dump_body(
+        &mut self,
+        kind: u16,
+        body: &[u8],
+        each: impl FnMut(u16, &[u8]),
+    ) -> io::Result<()> {
+        self.exchange(kind, NLM_F_DUMP, body, each)
+    }
+
     /// Sends one request with `body` and an acknowledgement wanted, and
     /// calls `each(type, body)` per answer.
     pub(super) fn request(
@@ -567,45 +591,87 @@ pub fn snapshot() -> io::Result<Fib> {
 /// Multicast groups: links, neighbours, IPv4/IPv6 routes and addresses.
 const MONITOR_GROUPS: u32 = 0x1 | 0x4 | 0x10 | 0x40 | 0x100 | 0x400;
 
-/// Watches the kernel and republishes a snapshot after each change
-/// (changes within 20 ms are taken together). Runs until `stop`.
-pub fn monitor(cell: Arc<Published<Fib>>, stop: Arc<AtomicBool>) -> io::Result<()> {
-    let nl = Netlink::open(MONITOR_GROUPS)?;
+/// Watches the kernel's routes, neighbours and links (rtnetlink) and its
+/// IPsec policies (NETLINK_XFRM), and republishes a snapshot after each
+/// change (changes within 20 ms are taken together). `on_ipsec` gets each
+/// new set of policies before the snapshot that carries it is published
+/// (the daemon mirrors them into the XDP program first). Runs until `stop`.
+pub fn monitor(
+    cell: Arc<Published<Fib>>,
+    stop: Arc<AtomicBool>,
+    mut on_ipsec: impl FnMut(&Ipsec),
+) -> io::Result<()> {
+    let routes = Netlink::open(MONITOR_GROUPS)?;
+    // None where the kernel has no xfrm_user: no `ip xfrm` policy exists.
+    let xfrm = Netlink::open_protocol(libc::NETLINK_XFRM, super::xfrm::XFRM_GROUPS).ok();
+    let mut ipsec = Arc::clone(&cell.get().ipsec);
     let mut buf = vec![0u8; 1 << 16];
     while !stop.load(Ordering::Relaxed) {
-        let mut pfd = libc::pollfd {
-            fd: nl.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one live pollfd.
-        let ready = unsafe { libc::poll(&mut pfd, 1, 200) };
+        let mut pfds: Vec<libc::pollfd> = [Some(&routes), xfrm.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|nl| libc::pollfd {
+                fd: nl.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: a live array of pollfds of the length passed.
+        let ready = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 200) };
         if ready <= 0 {
             continue;
         }
         std::thread::sleep(Duration::from_millis(20));
         // Drain everything queued; the content does not matter, a fresh
         // dump follows. ENOBUFS (overrun) is handled the same way.
-        loop {
-            // SAFETY: buf is live and writable for its length.
-            let n = unsafe {
-                libc::recv(
-                    nl.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n <= 0 {
-                break;
+        drain(&routes, &mut buf);
+        if let Some(x) = &xfrm {
+            if drain(x, &mut buf) {
+                match super::xfrm::snapshot() {
+                    Ok(new) => {
+                        ipsec = Arc::new(new);
+                        on_ipsec(&ipsec);
+                    }
+                    Err(e) => tracing::warn!(
+                        "xfrm dump failed, keeping the previous IPsec policies: {e}"
+                    ),
+                }
             }
         }
         match snapshot() {
-            Ok(fib) => cell.publish(fib),
+            Ok(mut fib) => {
+                fib.ipsec = Arc::clone(&ipsec);
+                cell.publish(fib)
+            }
             Err(e) => tracing::warn!("rtnetlink dump failed, keeping the previous next hops: {e}"),
         }
     }
     Ok(())
+}
+
+/// Reads everything queued on a monitoring socket; whether anything was.
+fn drain(nl: &Netlink, buf: &mut [u8]) -> bool {
+    let mut any = false;
+    loop {
+        // SAFETY: buf is live and writable for its length.
+        let n = unsafe {
+            libc::recv(
+                nl.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        // An overrun (ENOBUFS) means changes were lost: dump again.
+        if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS) {
+            any = true;
+            continue;
+        }
+        if n <= 0 {
+            return any;
+        }
+        any = true;
+    }
 }
 
 #[cfg(test)]

@@ -9,4 +9,5 @@ pub mod slowpath;
 pub mod worker;
 pub mod xdp;
 pub mod xdp_features;
+pub mod xfrm;
 pub mod xsk;

@@ -54,6 +54,50 @@ fn owned(fd: libc::c_int) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// The raw IPv4 socket encapsulated packets leave by: protocol 41 with
+/// the header included, so that the kernel's route and IPsec policy
+/// lookups see protocol 41 (an IPPROTO_RAW socket's flows carry protocol
+/// 255, which an xfrm selector `proto 41` does not match). A filter that
+/// accepts nothing keeps every received protocol-41 packet off its queue.
+fn send_only_protocol41_socket() -> io::Result<OwnedFd> {
+    let fd = raw_socket(libc::AF_INET, 0, 41, "raw IPv4 socket for protocol 41")?;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with a live int of the size passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_HDRINCL,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    cvt(r, "IP_HDRINCL")?;
+    // Classic BPF "ret #0": accept no bytes of any packet.
+    let mut reject = [libc::sock_filter {
+        code: 0x06,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let program = libc::sock_fprog {
+        len: 1,
+        filter: reject.as_mut_ptr(),
+    };
+    // SAFETY: setsockopt with a live sock_fprog whose filter outlives the call.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&program as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    cvt(r, "SO_ATTACH_FILTER")?;
+    Ok(fd)
+}
+
 /// Runs `ip` with arguments; fails with its stderr.
 pub fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")
@@ -113,7 +157,7 @@ impl SlowPath {
             41,
             "raw socket for protocol 41",
         )?;
-        let out4 = raw_socket(libc::AF_INET, 0, libc::IPPROTO_RAW, "raw IPv4 socket")?;
+        let out4 = send_only_protocol41_socket()?;
         // IPPROTO_RAW on IPv6 implies IPV6_HDRINCL.
         let out6 = raw_socket(libc::AF_INET6, 0, libc::IPPROTO_RAW, "raw IPv6 socket")?;
         let slow = SlowPath {
@@ -199,24 +243,51 @@ impl SlowPath {
         cvt(n as libc::c_int, "write to TUN").map(drop)
     }
 
-    /// Hands a complete IPv4 packet to the kernel to route.
+    /// Hands a complete IPv4 packet to the kernel to route. The packet's
+    /// own source goes along as IP_PKTINFO: a header-included raw socket's
+    /// flow otherwise carries the source the route picks (the WAN
+    /// address), and an IPsec policy for the BR address would not match.
     pub fn send_ipv4(&self, packet: &[u8], dst: Ipv4Addr) -> io::Result<()> {
         // SAFETY: zeroed sockaddr_in is valid; fields set below.
         let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
         sa.sin_family = libc::AF_INET as u16;
         sa.sin_addr.s_addr = u32::from(dst).to_be();
-        // SAFETY: packet and sa are live and sized as passed.
-        let n = unsafe {
-            libc::sendto(
-                self.out4.as_raw_fd(),
-                packet.as_ptr().cast(),
-                packet.len(),
-                0,
-                (&sa as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
+        let src = packet.get(12..16).map_or([0; 4], |s| s.try_into().expect("4 bytes"));
+        // SAFETY: zeroed in_pktinfo is valid; the source is set below.
+        let mut info: libc::in_pktinfo = unsafe { std::mem::zeroed() };
+        info.ipi_spec_dst.s_addr = u32::from_ne_bytes(src);
+        const SPACE: usize = 32;
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        debug_assert!(unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) } as usize <= SPACE);
+        let mut control = [0u64; SPACE / 8];
+        let mut iov = libc::iovec {
+            iov_base: packet.as_ptr() as *mut libc::c_void,
+            iov_len: packet.len(),
         };
-        cvt(n as libc::c_int, "sendto raw IPv4").map(drop)
+        // SAFETY: zeroed msghdr is valid; every pointer set below is live
+        // for the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&mut sa as *mut libc::sockaddr_in).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        msg.msg_controllen =
+            unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) } as usize;
+        // SAFETY: msg_control points at `control`, large enough for one
+        // cmsg of an in_pktinfo (checked above), so CMSG_FIRSTHDR is non-null
+        // and its data area holds the in_pktinfo.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::IPPROTO_IP;
+            (*cmsg).cmsg_type = libc::IP_PKTINFO;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::in_pktinfo>(), info);
+        }
+        // SAFETY: msg and everything it points at are live.
+        let n = unsafe { libc::sendmsg(self.out4.as_raw_fd(), &msg, 0) };
+        cvt(n as libc::c_int, "sendmsg raw IPv4").map(drop)
     }
 
     /// Hands a complete IPv6 packet to the kernel to route.

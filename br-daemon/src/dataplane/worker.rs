@@ -8,7 +8,7 @@
 //! says where the frame goes. The loop around it moves descriptors between
 //! rings in batches, keeps the fill rings full and honours need_wakeup.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use super::counters::{Counters, Io};
 use super::fib::{Fib, NextHop};
 use super::publish::Reader;
 use super::slowpath::SlowPath;
+use super::xfrm::Ipsec;
 use super::xsk::{Umem, XskSocket, FRAME_SIZE};
 use crate::relay::{DropReason, Egress, Frame, Relay, Verdict, WorkerState};
 
@@ -36,17 +37,20 @@ pub enum Disposition {
         head: usize,
         len: usize,
     },
-    /// To the kernel to route: IPv4 packet `chunk[head..head + len]`.
+    /// To the kernel to route: IPv4 packet `chunk[head..head + len]`;
+    /// `ipsec`: an outbound IPsec policy covers it (the kernel encrypts it).
     KernelIpv4 {
         dst: Ipv4Addr,
         head: usize,
         len: usize,
+        ipsec: bool,
     },
     /// To the kernel to route: IPv6 packet.
     KernelIpv6 {
         dst: Ipv6Addr,
         head: usize,
         len: usize,
+        ipsec: bool,
     },
     /// To the host's own stack: IPv6 packet.
     Host { head: usize, len: usize },
@@ -81,6 +85,9 @@ pub fn dispose(
     }
     let ethertype = u16::from_be_bytes([frame.data()[12], frame.data()[13]]);
     let _ = frame.pull(ETH_HEADER_LEN);
+    if ethertype == ETHERTYPE_IPV4 && arrived_unprotected(ctx.fib.ipsec(), frame.data()) {
+        return Disposition::Drop(DropReason::IpsecRequired);
+    }
     let verdict = match ethertype {
         ETHERTYPE_IPV6 => ctx.relay.from_ipv6(state, &mut frame, now_ns),
         ETHERTYPE_IPV4 => ctx.relay.from_ipv4(state, &mut frame, now_ns),
@@ -94,15 +101,15 @@ pub fn dispose(
         }
     };
     let (head, len) = (frame.head(), frame.len());
+    let to_kernel = |ipsec| kernel_disposition(egress, head, len, ipsec);
+    // A frame sent from here never meets xfrm: IPsec is the kernel's.
+    if protected_out(ctx.fib.ipsec(), frame.data(), egress) {
+        return to_kernel(true);
+    }
     let (next_hop, ethertype) = match egress {
         Egress::Host => return Disposition::Host { head, len },
         Egress::Ipv4 { dst } => (ctx.fib.lookup_v4(dst), ETHERTYPE_IPV4),
         Egress::Ipv6 { dst } => (ctx.fib.lookup_v6(dst), ETHERTYPE_IPV6),
-    };
-    let to_kernel = || match egress {
-        Egress::Ipv4 { dst } => Disposition::KernelIpv4 { dst, head, len },
-        Egress::Ipv6 { dst } => Disposition::KernelIpv6 { dst, head, len },
-        Egress::Host => Disposition::Host { head, len },
     };
     match next_hop {
         NextHop::Direct {
@@ -112,7 +119,7 @@ pub fn dispose(
         } => {
             let Some(port) = ctx.ports.iter().position(|&p| p == ifindex) else {
                 // An egress without XDP: the kernel sends it.
-                return to_kernel();
+                return to_kernel(false);
             };
             if !frame.push(ETH_HEADER_LEN) {
                 return Disposition::Drop(DropReason::NoHeadroom);
@@ -128,15 +135,67 @@ pub fn dispose(
             }
         }
         // The kernel resolves the neighbour; the next packets go direct.
-        NextHop::Unresolved { .. } => to_kernel(),
+        NextHop::Unresolved { .. } => to_kernel(false),
         // Ours: an encapsulated packet for a local IPv4 address, or an
         // IPv6 destination on this host.
         NextHop::Local => match egress {
             Egress::Ipv6 { .. } => Disposition::Host { head, len },
-            _ => to_kernel(),
+            _ => to_kernel(false),
         },
         NextHop::Unreachable => Disposition::Drop(DropReason::NoRoute),
     }
+}
+
+/// Where the kernel takes a relayed packet `chunk[head..head + len]`.
+fn kernel_disposition(egress: Egress, head: usize, len: usize, ipsec: bool) -> Disposition {
+    match egress {
+        Egress::Ipv4 { dst } => Disposition::KernelIpv4 {
+            dst,
+            head,
+            len,
+            ipsec,
+        },
+        Egress::Ipv6 { dst } => Disposition::KernelIpv6 {
+            dst,
+            head,
+            len,
+            ipsec,
+        },
+        Egress::Host => Disposition::Host { head, len },
+    }
+}
+
+/// Whether an outbound IPsec policy covers the relayed packet `ip` (an
+/// IPv4 or IPv6 header first).
+fn protected_out(ipsec: &Ipsec, ip: &[u8], egress: Egress) -> bool {
+    if ipsec.policies().is_empty() {
+        return false;
+    }
+    let (src, dst, proto) = match egress {
+        Egress::Host => return false,
+        Egress::Ipv4 { dst } if ip.len() >= 20 => {
+            let src: [u8; 4] = ip[12..16].try_into().expect("4 bytes");
+            (IpAddr::from(src), IpAddr::V4(dst), ip[9])
+        }
+        Egress::Ipv6 { dst } if ip.len() >= 40 => {
+            let src: [u8; 16] = ip[8..24].try_into().expect("16 bytes");
+            (IpAddr::from(src), IpAddr::V6(dst), ip[6])
+        }
+        // Too short to have been relayed; let the kernel judge it.
+        _ => return true,
+    };
+    ipsec.protecting_out(src, dst, proto).is_some()
+}
+
+/// Whether the IPv4 packet `ip` is protocol 41 that an inbound IPsec
+/// policy requires to arrive encrypted (it came straight off the wire).
+fn arrived_unprotected(ipsec: &Ipsec, ip: &[u8]) -> bool {
+    if ipsec.policies().is_empty() || ip.len() < 20 || ip[9] != 41 {
+        return false;
+    }
+    let src: [u8; 4] = ip[12..16].try_into().expect("4 bytes");
+    let dst: [u8; 4] = ip[16..20].try_into().expect("4 bytes");
+    ipsec.requires_in(IpAddr::from(src), IpAddr::from(dst), 41)
 }
 
 /// An attached interface as one worker sees it.
@@ -269,12 +328,22 @@ pub fn deliver_elsewhere(slow: &SlowPath, counters: &Counters, chunk: &[u8], d: 
             counters.dropped(reason);
             return;
         }
-        Disposition::KernelIpv4 { dst, head, len } => slow
+        Disposition::KernelIpv4 {
+            dst,
+            head,
+            len,
+            ipsec,
+        } => slow
             .send_ipv4(&chunk[head..head + len], dst)
-            .map(|_| Io::SentKernel),
-        Disposition::KernelIpv6 { dst, head, len } => slow
+            .map(|_| kernel_io(ipsec)),
+        Disposition::KernelIpv6 {
+            dst,
+            head,
+            len,
+            ipsec,
+        } => slow
             .send_ipv6(&chunk[head..head + len], dst)
-            .map(|_| Io::SentKernel),
+            .map(|_| kernel_io(ipsec)),
         Disposition::Host { head, len } => {
             slow.to_host(&chunk[head..head + len]).map(|_| Io::SentHost)
         }
@@ -288,11 +357,20 @@ pub fn deliver_elsewhere(slow: &SlowPath, counters: &Counters, chunk: &[u8], d: 
     }
 }
 
+fn kernel_io(ipsec: bool) -> Io {
+    if ipsec {
+        Io::SentKernelIpsec
+    } else {
+        Io::SentKernel
+    }
+}
+
 /// The slow-path thread: relays what the kernel gives the TUN interface
 /// and the protocol-41 raw socket, and hands the results back to it.
 pub fn run_slow_path(
     slow: Arc<SlowPath>,
     mut relay: Reader<Relay>,
+    mut fib: Reader<Fib>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
 ) {
@@ -321,6 +399,7 @@ pub fn run_slow_path(
         if relay.refresh() {
             state = relay.get().worker_state(u16::MAX);
         }
+        fib.refresh();
         for from_tun in [true, false] {
             // Bounded per wakeup so one source cannot starve the other.
             for _ in 0..BATCH {
@@ -353,11 +432,8 @@ pub fn run_slow_path(
                     }
                     Verdict::Forward { path, egress } => {
                         counters.path(path);
-                        match egress {
-                            Egress::Ipv4 { dst } => Disposition::KernelIpv4 { dst, head, len },
-                            Egress::Ipv6 { dst } => Disposition::KernelIpv6 { dst, head, len },
-                            Egress::Host => Disposition::Host { head, len },
-                        }
+                        let ipsec = protected_out(fib.get().ipsec(), frame.data(), egress);
+                        kernel_disposition(egress, head, len, ipsec)
                     }
                 };
                 deliver_elsewhere(&slow, &counters, &buf, d);
@@ -477,7 +553,8 @@ mod tests {
             Disposition::KernelIpv4 {
                 dst: "10.96.1.101".parse().unwrap(),
                 head: 256 + 14 - 20,
-                len: 60
+                len: 60,
+                ipsec: false,
             }
         );
         // 11.0.0.1 has no route at all.

@@ -8,7 +8,7 @@
 //! program disappears with the daemon: a crash never leaves packets
 //! steered to a socket nobody reads.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 
 use anyhow::{anyhow, Context, Result};
@@ -17,7 +17,9 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::xdp::XdpLinkId;
 use aya::programs::{Xdp, XdpMode};
 use aya::Ebpf;
+use ipnet::IpNet;
 
+use super::xfrm::{Direction, Ipsec};
 use crate::config::XdpMode as ConfigMode;
 use crate::relay::Domain;
 
@@ -243,6 +245,45 @@ impl Steering {
         sum_over_cpus(&self.declines, br_ebpf::DECLINE_COUNT)
     }
 
+    /// Mirrors the kernel's IPsec policies into the program's tries: the
+    /// fast path declines what outbound policies cover, and protocol 41
+    /// that inbound policies require encrypted goes to the kernel.
+    /// `br_addrs` are the BR IPv4 addresses (the local side of the
+    /// policies that matter). New entries go in before stale ones leave.
+    pub fn set_ipsec(&mut self, ipsec: &Ipsec, br_addrs: &[IpAddr]) -> Result<()> {
+        for (map, dir, v4) in [
+            (br_ebpf::MAP_IPSEC_OUT4, Direction::Out, true),
+            (br_ebpf::MAP_IPSEC_IN4, Direction::In, true),
+            (br_ebpf::MAP_IPSEC_OUT6, Direction::Out, false),
+        ] {
+            let wanted = ipsec.remote_prefixes(dir, v4, br_addrs);
+            anyhow::ensure!(
+                wanted.len() <= br_ebpf::MAX_IPSEC_PREFIXES as usize,
+                "{} IPsec prefixes in {map}: the XDP program holds {}",
+                wanted.len(),
+                br_ebpf::MAX_IPSEC_PREFIXES
+            );
+            let data = self
+                .ebpf
+                .map_mut(map)
+                .ok_or_else(|| anyhow!("no map {map}"))?;
+            if v4 {
+                let keys = wanted.iter().filter_map(|n| match n {
+                    IpNet::V4(n) => Some(Key::new(u32::from(n.prefix_len()), n.addr().octets())),
+                    IpNet::V6(_) => None,
+                });
+                replace_trie(LpmTrie::<_, [u8; 4], u8>::try_from(data)?, keys.collect())?;
+            } else {
+                let keys = wanted.iter().filter_map(|n| match n {
+                    IpNet::V6(n) => Some(Key::new(u32::from(n.prefix_len()), n.addr().octets())),
+                    IpNet::V4(_) => None,
+                });
+                replace_trie(LpmTrie::<_, [u8; 16], u8>::try_from(data)?, keys.collect())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Makes `ifindexes` the interfaces the fast path may redirect to.
     pub fn set_fast_egress(&mut self, ifindexes: &[u32]) -> Result<()> {
         let old: Vec<u32> = self.fast_egress.keys().filter_map(|k| k.ok()).collect();
@@ -265,6 +306,27 @@ impl Steering {
             .try_into()
             .expect("an XDP program")
     }
+}
+
+/// Makes `wanted` the keys of an LPM trie: adds first, then removes the
+/// keys no longer wanted.
+fn replace_trie<K: aya::Pod + PartialEq>(
+    mut trie: LpmTrie<&mut MapData, K, u8>,
+    wanted: Vec<Key<K>>,
+) -> Result<()> {
+    for k in &wanted {
+        trie.insert(k, 1, 0)?;
+    }
+    let old: Vec<Key<K>> = trie.keys().filter_map(|k| k.ok()).collect();
+    for k in old {
+        if !wanted
+            .iter()
+            .any(|w| w.prefix_len() == k.prefix_len() && w.data() == k.data())
+        {
+            trie.remove(&k)?;
+        }
+    }
+    Ok(())
 }
 
 /// Entries `0..count` of a per-CPU counter array, each summed over CPUs.
