@@ -489,23 +489,9 @@ impl Lab {
             .unwrap_or_else(|| panic!("no counters from br-daemon:\n{}", self.daemon_output()))
     }
 
-    /// One counter: `kind` is "path", "reason", "io", "action" (of the XDP
-    /// program) or "declined" (by the XDP fast path, by reason).
+    /// One counter: see [`counter_in`].
     pub fn counter(&self, kind: &str, name: &str) -> u64 {
-        let (metric, label) = match kind {
-            "path" => ("br6rd_forwarded_packets_total", kind),
-            "reason" => ("br6rd_dropped_packets_total", kind),
-            "io" => ("br6rd_io_packets_total", kind),
-            "action" => ("br6rd_xdp_packets_total", kind),
-            "declined" => ("br6rd_xdp_fast_path_declined_total", "reason"),
-            other => panic!("no counter kind {other}"),
-        };
-        let text = self.metrics();
-        let key = format!("{metric}{{{label}=\"{name}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&key))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no counter {key} in\n{text}"))
+        counter_in(&self.metrics(), kind, name)
     }
 
     /// Stops the daemon with SIGTERM and returns what it printed.
@@ -582,4 +568,48 @@ pub fn ipv4_frame(
     h.write_raw(&mut f).expect("write");
     f.extend_from_slice(payload);
     f
+}
+
+/// One counter of a counters page: `kind` is "path", "reason", "io",
+/// "action" (of the XDP program) or "declined" (by the XDP fast path, by
+/// reason).
+pub fn counter_in(text: &str, kind: &str, name: &str) -> u64 {
+    let (metric, label) = match kind {
+        "path" => ("br6rd_forwarded_packets_total", kind),
+        "reason" => ("br6rd_dropped_packets_total", kind),
+        "io" => ("br6rd_io_packets_total", kind),
+        "action" => ("br6rd_xdp_packets_total", kind),
+        "declined" => ("br6rd_xdp_fast_path_declined_total", "reason"),
+        other => panic!("no counter kind {other}"),
+    };
+    let key = format!("{metric}{{{label}=\"{name}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no counter {key} in\n{text}"))
+}
+
+/// The iproute2 lines `br-daemon ce-config` prints for a CE, as an
+/// operator would paste them.
+pub fn ce_config(config: &std::path::Path, ce: &str, domain: &str) -> Vec<String> {
+    let out = Command::new(daemon_binary())
+        .args(["ce-config", ce, "--config"])
+        .arg(config)
+        .args(["--domain", domain])
+        .output()
+        .expect("run br-daemon ce-config");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // The first section is the iproute2 one; the ifcfg section repeats the 6rd line.
+    text.split("## RHEL")
+        .next()
+        .unwrap_or("")
+        .lines()
+        .filter(|l| l.starts_with("ip "))
+        .map(str::to_string)
+        .collect()
 }

@@ -28,35 +28,6 @@ const SCENARIO_CE1: &[&str] = &[
     "ip -6 route add default via ::10.255.255.222 dev sit1 metric 1",
 ];
 
-/// The iproute2 lines `br-daemon ce-config` prints for a CE.
-fn ce_config(config: &std::path::Path, ce: &str, domain: &str) -> Vec<String> {
-    let out = Command::new(daemon_binary())
-        .args([
-            "ce-config",
-            ce,
-            "--config",
-            config.to_str().unwrap(),
-            "--domain",
-            domain,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    // The first section is the iproute2 one; the ifcfg section repeats the 6rd line.
-    text.split("## RHEL")
-        .next()
-        .unwrap()
-        .lines()
-        .filter(|l| l.starts_with("ip "))
-        .map(str::to_string)
-        .collect()
-}
-
 fn squash(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

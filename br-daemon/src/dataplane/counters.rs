@@ -106,11 +106,10 @@ impl Totals {
     /// Packets in, packets out, packets dropped.
     pub fn balance(&self) -> (u64, u64, u64) {
         let inputs = self.get_io(Io::ReceivedAfxdp) + self.get_io(Io::ReceivedKernel);
-        let outputs =
-            self.get_io(Io::SentAfxdp)
-                + self.get_io(Io::SentKernel)
-                + self.get_io(Io::SentKernelIpsec)
-                + self.get_io(Io::SentHost);
+        let outputs = self.get_io(Io::SentAfxdp)
+            + self.get_io(Io::SentKernel)
+            + self.get_io(Io::SentKernelIpsec)
+            + self.get_io(Io::SentHost);
         (inputs, outputs, self.drops.iter().sum())
     }
 }

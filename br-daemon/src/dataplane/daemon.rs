@@ -24,7 +24,7 @@ use super::publish::Published;
 use super::slowpath::SlowPath;
 use super::worker::{self, Port, Worker};
 use super::xdp::Steering;
-use super::xdp_features::XdpFeatures;
+use super::xdp_egress::EgressProbe;
 use super::xfrm;
 use super::xsk::{RingSizes, Umem, XskSocket};
 use crate::config::Config;
@@ -344,7 +344,11 @@ fn mirror_ipsec(steering: &Mutex<Steering>, relay: &Relay, ipsec: &xfrm::Ipsec) 
 }
 
 /// Mirrors IPsec policies into the XDP program for the BR addresses of `domains`.
-fn mirror_ipsec_for(steering: &Mutex<Steering>, domains: &[&crate::relay::Domain], ipsec: &xfrm::Ipsec) {
+fn mirror_ipsec_for(
+    steering: &Mutex<Steering>,
+    domains: &[&crate::relay::Domain],
+    ipsec: &xfrm::Ipsec,
+) {
     let result = steering
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -380,7 +384,8 @@ fn reload(
     }
     // Old and new BR addresses both, while the domains change: neither
     // an old nor a new domain's IPsec traffic may take the fast path.
-    let both: Vec<&crate::relay::Domain> = running_config.domains.iter().chain(&new.domains).collect();
+    let both: Vec<&crate::relay::Domain> =
+        running_config.domains.iter().chain(&new.domains).collect();
     mirror_ipsec_for(&running.steering, &both, fib.get().ipsec());
     if let Err(e) = running
         .steering
@@ -408,16 +413,17 @@ fn reload(
 /// transmit redirected frames now (a veth can only while its peer has XDP
 /// or GRO), checking every second. Logs each change.
 fn track_fast_egress(running: Arc<Running>, attached: Vec<u32>) {
-    let mut features = match XdpFeatures::open() {
+    let mut features = match EgressProbe::open() {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(
-                "XDP fast path off: cannot read the interfaces' xdp-features ({e}); \
-                 the AF_XDP forwarder handles every packet"
+                "XDP fast path off: cannot ask the kernel which interfaces take redirected \
+                 frames ({e}); the AF_XDP forwarder handles every packet"
             );
             return;
         }
     };
+    tracing::info!("XDP fast path egress: known from {}", features.method());
     let mut current: Option<Vec<u32>> = None;
     while !running.stop.load(Ordering::Relaxed) {
         let capable: Vec<u32> = attached
@@ -434,8 +440,8 @@ fn track_fast_egress(running: Arc<Running>, attached: Vec<u32>) {
             match result {
                 Ok(()) if capable.is_empty() => tracing::warn!(
                     "XDP fast path: none of the attached interfaces {attached:?} can transmit \
-                     redirected frames (no ndo_xdp_xmit; for a veth, give its peer XDP or GRO): \
-                     the AF_XDP forwarder handles every packet"
+                     redirected frames (no ndo_xdp_xmit; for a veth, give its peer XDP, or GRO \
+                     on Linux 6.3+): the AF_XDP forwarder handles every packet"
                 ),
                 Ok(()) => tracing::info!(
                     "XDP fast path may transmit on ifindex {capable:?} of {attached:?} \

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::fib_rules::{self, Rule, RuleAction};
 use super::publish::Published;
 use super::xfrm::Ipsec;
 
@@ -34,8 +35,10 @@ pub type Mac = [u8; 6];
 enum RouteKind {
     Unicast,
     Local,
-    /// blackhole, unreachable, prohibit, throw.
+    /// blackhole, unreachable, prohibit.
     Reject,
+    /// throw: go on with the next rule.
+    Throw,
 }
 
 /// One next hop of a route.
@@ -107,63 +110,105 @@ pub struct Fib {
     link_names: HashMap<u32, String>,
     /// The kernel's IPsec policies (xfrm), read on their own socket.
     ipsec: Arc<Ipsec>,
+    /// The routing rules by priority; empty: the kernel's defaults.
+    rules: Vec<Rule>,
 }
 
+#[cfg(test)]
 const TABLE_LOCAL: u32 = 255;
 const TABLE_MAIN: u32 = 254;
 
 impl Fib {
-    fn lookup(&self, dst: IpAddr) -> NextHop {
-        let (bits, width) = match dst {
-            IpAddr::V4(a) => (u128::from(u32::from(a)), 32u8),
-            IpAddr::V6(a) => (u128::from(a), 128u8),
+    /// The next hop for `dst` (from `src`, when known), through the
+    /// tables the rules select, as the kernel's fib_lookup does.
+    fn lookup(&self, src: Option<IpAddr>, dst: IpAddr) -> NextHop {
+        let (bits, width) = to_bits(dst);
+        let src = src.map(|s| to_bits(s).0);
+        let defaults;
+        let rules: &[Rule] = if self.rules.iter().any(|r| r.width == width) {
+            &self.rules
+        } else {
+            defaults = fib_rules::default_rules(width);
+            &defaults
         };
-        // The default rules: table local, then main.
-        for table in [TABLE_LOCAL, TABLE_MAIN] {
-            let best = self
-                .routes
-                .iter()
-                .filter(|r| {
-                    r.width == width
-                        && r.table == table
-                        && (r.kind != RouteKind::Unicast || !r.hops.is_empty())
-                        && prefix_match(bits, r.dst, r.len, width)
-                })
-                .min_by_key(|r| (std::cmp::Reverse(r.len), r.priority));
-            let Some(route) = best else { continue };
-            return match route.kind {
-                RouteKind::Local => NextHop::Local,
-                RouteKind::Reject => NextHop::Unreachable,
-                RouteKind::Unicast => {
-                    let Some(hop) = route.hop_for(bits) else {
-                        return NextHop::Unreachable;
-                    };
-                    let neighbour = hop.gateway.unwrap_or(dst);
-                    match (
-                        self.neighbours.get(&(hop.oif, neighbour)),
-                        self.link_macs.get(&hop.oif),
-                    ) {
-                        (Some(dst_mac), Some(src_mac)) => NextHop::Direct {
-                            ifindex: hop.oif,
-                            src_mac: *src_mac,
-                            dst_mac: *dst_mac,
-                        },
-                        _ => NextHop::Unresolved { ifindex: hop.oif },
+        let mut resume_at = 0;
+        for rule in rules.iter().filter(|r| r.width == width) {
+            if rule.priority < resume_at || !rule.matches(src, bits) {
+                continue;
+            }
+            match rule.action {
+                RuleAction::Nop => {}
+                RuleAction::Goto(priority) => resume_at = priority.max(rule.priority + 1),
+                RuleAction::Reject => return NextHop::Unreachable,
+                RuleAction::Table(table) => {
+                    if let Some(hop) = self.lookup_table(table, bits, width, dst, rule) {
+                        return hop;
                     }
                 }
-            };
+            }
         }
         NextHop::Unreachable
     }
 
+    /// The answer of one table, or None to go on with the next rule.
+    fn lookup_table(
+        &self,
+        table: u32,
+        bits: u128,
+        width: u8,
+        dst: IpAddr,
+        rule: &Rule,
+    ) -> Option<NextHop> {
+        let route = self
+            .routes
+            .iter()
+            .filter(|r| {
+                r.width == width
+                    && r.table == table
+                    && (r.kind != RouteKind::Unicast || !r.hops.is_empty())
+                    && prefix_match(bits, r.dst, r.len, width)
+            })
+            .min_by_key(|r| (std::cmp::Reverse(r.len), r.priority))?;
+        if rule.suppress_prefixlen.is_some_and(|l| route.len <= l) {
+            return None;
+        }
+        Some(match route.kind {
+            RouteKind::Throw => return None,
+            RouteKind::Local => NextHop::Local,
+            RouteKind::Reject => NextHop::Unreachable,
+            RouteKind::Unicast => {
+                let Some(hop) = route.hop_for(bits) else {
+                    return Some(NextHop::Unreachable);
+                };
+                let neighbour = hop.gateway.unwrap_or(dst);
+                match (
+                    self.neighbours.get(&(hop.oif, neighbour)),
+                    self.link_macs.get(&hop.oif),
+                ) {
+                    (Some(dst_mac), Some(src_mac)) => NextHop::Direct {
+                        ifindex: hop.oif,
+                        src_mac: *src_mac,
+                        dst_mac: *dst_mac,
+                    },
+                    _ => NextHop::Unresolved { ifindex: hop.oif },
+                }
+            }
+        })
+    }
+
+    /// Next hop for a packet `src -> dst`: rules may select on the source.
+    pub fn lookup_from(&self, src: IpAddr, dst: IpAddr) -> NextHop {
+        self.lookup(Some(src), dst)
+    }
+
     /// Next hop for an IPv4 destination.
     pub fn lookup_v4(&self, dst: Ipv4Addr) -> NextHop {
-        self.lookup(IpAddr::V4(dst))
+        self.lookup(None, IpAddr::V4(dst))
     }
 
     /// Next hop for an IPv6 destination.
     pub fn lookup_v6(&self, dst: Ipv6Addr) -> NextHop {
-        self.lookup(IpAddr::V6(dst))
+        self.lookup(None, IpAddr::V6(dst))
     }
 
     /// The kernel's IPsec policies as of this snapshot.
@@ -217,7 +262,14 @@ impl Fib {
     }
 }
 
-fn prefix_match(addr: u128, net: u128, len: u8, width: u8) -> bool {
+fn to_bits(a: IpAddr) -> (u128, u8) {
+    match a {
+        IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
+        IpAddr::V6(a) => (u128::from(a), 128),
+    }
+}
+
+pub(super) fn prefix_match(addr: u128, net: u128, len: u8, width: u8) -> bool {
     if len == 0 {
         return true;
     }
@@ -279,7 +331,7 @@ pub(super) fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
-fn ip_from(family: u8, b: &[u8]) -> Option<IpAddr> {
+pub(super) fn ip_from(family: u8, b: &[u8]) -> Option<IpAddr> {
     match (i32::from(family), b.len()) {
         (libc::AF_INET, 4) => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
         (libc::AF_INET6, 16) => {
@@ -308,7 +360,8 @@ fn parse_route(body: &[u8]) -> Option<Route> {
     let kind = match body[7] {
         RTN_UNICAST => RouteKind::Unicast,
         RTN_LOCAL => RouteKind::Local,
-        RTN_BLACKHOLE | RTN_UNREACHABLE | RTN_PROHIBIT | RTN_THROW => RouteKind::Reject,
+        RTN_BLACKHOLE | RTN_UNREACHABLE | RTN_PROHIBIT => RouteKind::Reject,
+        RTN_THROW => RouteKind::Throw,
         _ => return None, // broadcast, multicast, anycast: not for unicast forwarding
     };
     let rtm_flags = u32_from(&body[8..12])?;
@@ -577,6 +630,11 @@ pub fn snapshot() -> io::Result<Fib> {
                 fib.routes.extend(parse_route(body));
             }
         })?;
+        nl.dump(fib_rules::RTM_GETRULE, family, 12, |kind, body| {
+            if kind == fib_rules::RTM_NEWRULE {
+                fib.rules.extend(fib_rules::parse_rule(body));
+            }
+        })?;
         nl.dump(RTM_GETNEIGH, family, 12, |kind, body| {
             if kind == RTM_NEWNEIGH {
                 if let Some((k, mac)) = parse_neighbour(body) {
@@ -585,11 +643,13 @@ pub fn snapshot() -> io::Result<Fib> {
             }
         })?;
     }
+    fib.rules.sort_by_key(|r| r.priority);
     Ok(fib)
 }
 
-/// Multicast groups: links, neighbours, IPv4/IPv6 routes and addresses.
-const MONITOR_GROUPS: u32 = 0x1 | 0x4 | 0x10 | 0x40 | 0x100 | 0x400;
+/// Multicast groups: links, neighbours, IPv4/IPv6 routes and addresses,
+/// IPv4/IPv6 rules.
+const MONITOR_GROUPS: u32 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x40000;
 
 /// Watches the kernel's routes, neighbours and links (rtnetlink) and its
 /// IPsec policies (NETLINK_XFRM), and republishes a snapshot after each
@@ -632,9 +692,9 @@ pub fn monitor(
                         ipsec = Arc::new(new);
                         on_ipsec(&ipsec);
                     }
-                    Err(e) => tracing::warn!(
-                        "xfrm dump failed, keeping the previous IPsec policies: {e}"
-                    ),
+                    Err(e) => {
+                        tracing::warn!("xfrm dump failed, keeping the previous IPsec policies: {e}")
+                    }
                 }
             }
         }

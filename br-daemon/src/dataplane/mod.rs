@@ -4,10 +4,12 @@
 pub mod counters;
 pub mod daemon;
 pub mod fib;
+pub mod fib_rules;
 pub mod publish;
 pub mod slowpath;
 pub mod worker;
 pub mod xdp;
+pub mod xdp_egress;
 pub mod xdp_features;
 pub mod xfrm;
 pub mod xsk;

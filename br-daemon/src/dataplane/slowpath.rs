@@ -252,13 +252,18 @@ impl SlowPath {
         let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
         sa.sin_family = libc::AF_INET as u16;
         sa.sin_addr.s_addr = u32::from(dst).to_be();
-        let src = packet.get(12..16).map_or([0; 4], |s| s.try_into().expect("4 bytes"));
+        let src = packet
+            .get(12..16)
+            .map_or([0; 4], |s| s.try_into().expect("4 bytes"));
         // SAFETY: zeroed in_pktinfo is valid; the source is set below.
         let mut info: libc::in_pktinfo = unsafe { std::mem::zeroed() };
         info.ipi_spec_dst.s_addr = u32::from_ne_bytes(src);
         const SPACE: usize = 32;
         // SAFETY: CMSG_SPACE is a pure size computation.
-        debug_assert!(unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) } as usize <= SPACE);
+        debug_assert!(
+            unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) } as usize
+                <= SPACE
+        );
         let mut control = [0u64; SPACE / 8];
         let mut iov = libc::iovec {
             iov_base: packet.as_ptr() as *mut libc::c_void,
@@ -282,7 +287,8 @@ impl SlowPath {
             let cmsg = libc::CMSG_FIRSTHDR(&msg);
             (*cmsg).cmsg_level = libc::IPPROTO_IP;
             (*cmsg).cmsg_type = libc::IP_PKTINFO;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize;
+            (*cmsg).cmsg_len =
+                libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize;
             std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::in_pktinfo>(), info);
         }
         // SAFETY: msg and everything it points at are live.

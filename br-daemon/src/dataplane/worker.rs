@@ -106,10 +106,11 @@ pub fn dispose(
     if protected_out(ctx.fib.ipsec(), frame.data(), egress) {
         return to_kernel(true);
     }
-    let (next_hop, ethertype) = match egress {
-        Egress::Host => return Disposition::Host { head, len },
-        Egress::Ipv4 { dst } => (ctx.fib.lookup_v4(dst), ETHERTYPE_IPV4),
-        Egress::Ipv6 { dst } => (ctx.fib.lookup_v6(dst), ETHERTYPE_IPV6),
+    let (next_hop, ethertype) = match (egress, source(frame.data(), egress)) {
+        (Egress::Host, _) => return Disposition::Host { head, len },
+        (Egress::Ipv4 { dst }, Some(src)) => (ctx.fib.lookup_from(src, dst.into()), ETHERTYPE_IPV4),
+        (Egress::Ipv6 { dst }, Some(src)) => (ctx.fib.lookup_from(src, dst.into()), ETHERTYPE_IPV6),
+        _ => return Disposition::Drop(DropReason::Truncated),
     };
     match next_hop {
         NextHop::Direct {
@@ -165,26 +166,38 @@ fn kernel_disposition(egress: Egress, head: usize, len: usize, ipsec: bool) -> D
     }
 }
 
+/// The source address of the relayed packet `ip` (an IPv4 or IPv6
+/// header first, as `egress` says).
+fn source(ip: &[u8], egress: Egress) -> Option<IpAddr> {
+    match egress {
+        Egress::Host => None,
+        Egress::Ipv4 { .. } => {
+            let src: [u8; 4] = ip.get(12..16)?.try_into().ok()?;
+            Some(IpAddr::from(src))
+        }
+        Egress::Ipv6 { .. } => {
+            let src: [u8; 16] = ip.get(8..24)?.try_into().ok()?;
+            Some(IpAddr::from(src))
+        }
+    }
+}
+
 /// Whether an outbound IPsec policy covers the relayed packet `ip` (an
 /// IPv4 or IPv6 header first).
 fn protected_out(ipsec: &Ipsec, ip: &[u8], egress: Egress) -> bool {
     if ipsec.policies().is_empty() {
         return false;
     }
-    let (src, dst, proto) = match egress {
+    let (dst, proto) = match egress {
         Egress::Host => return false,
-        Egress::Ipv4 { dst } if ip.len() >= 20 => {
-            let src: [u8; 4] = ip[12..16].try_into().expect("4 bytes");
-            (IpAddr::from(src), IpAddr::V4(dst), ip[9])
-        }
-        Egress::Ipv6 { dst } if ip.len() >= 40 => {
-            let src: [u8; 16] = ip[8..24].try_into().expect("16 bytes");
-            (IpAddr::from(src), IpAddr::V6(dst), ip[6])
-        }
-        // Too short to have been relayed; let the kernel judge it.
-        _ => return true,
+        Egress::Ipv4 { dst } => (IpAddr::V4(dst), ip.get(9)),
+        Egress::Ipv6 { dst } => (IpAddr::V6(dst), ip.get(6)),
     };
-    ipsec.protecting_out(src, dst, proto).is_some()
+    match (source(ip, egress), proto) {
+        (Some(src), Some(&proto)) => ipsec.protecting_out(src, dst, proto).is_some(),
+        // Too short to have been relayed; let the kernel judge it.
+        _ => true,
+    }
 }
 
 /// Whether the IPv4 packet `ip` is protocol 41 that an inbound IPsec

@@ -67,7 +67,9 @@ impl Policy {
     }
 
     fn covers(&self, src: IpAddr, dst: IpAddr, proto: u8) -> bool {
-        (self.proto == 0 || self.proto == proto) && self.src.contains(&src) && self.dst.contains(&dst)
+        (self.proto == 0 || self.proto == proto)
+            && self.src.contains(&src)
+            && self.dst.contains(&dst)
     }
 
     /// How an operator reads it: `out 10.255.255.222/32 -> 10.96.0.0/16
