@@ -18,6 +18,7 @@ use br_daemon::dataplane::counters::Counters;
 use br_daemon::dataplane::fib::Fib;
 use br_daemon::dataplane::worker::{dispose, Context, Disposition};
 use br_daemon::dataplane::xdp::Steering;
+use br_daemon::dataplane::xfrm::{Direction, Ipsec, Policy, Template};
 use br_daemon::relay::{Domain, DomainSpec, Domains, IcmpRate, Relay};
 use netns::{ifindex, sh};
 use proptest::prelude::*;
@@ -439,6 +440,119 @@ fn disabled_fast_path_forwards_nothing_itself() {
         opts.ctx_in = Some(&md);
         let run = steering.program().test_run(opts).unwrap();
         assert_eq!(run.return_value, XDP_REDIRECT);
+    })
+    .join()
+    .unwrap();
+}
+
+/// An IPsec policy `dir` between the BR and the VPC, ESP tunnel mode.
+fn vpc_policy(dir: Direction) -> Policy {
+    let (br, vpc) = (
+        "10.255.255.222/32".parse().unwrap(),
+        "10.96.0.0/16".parse().unwrap(),
+    );
+    let (src, dst) = if dir == Direction::Out {
+        (br, vpc)
+    } else {
+        (vpc, br)
+    };
+    Policy {
+        dir,
+        src,
+        dst,
+        proto: 0,
+        block: false,
+        templates: vec![Template {
+            src: "192.0.2.1".parse().unwrap(),
+            dst: "192.0.2.2".parse().unwrap(),
+            proto: 50,
+            mode: 1,
+        }],
+        if_id: 0,
+        mark: None,
+        priority: 0,
+    }
+}
+
+#[test]
+fn ipsec_policies_keep_covered_packets_off_the_fast_path() {
+    std::thread::spawn(|| {
+        // SAFETY: unshare affects this thread only, which ends with the test.
+        let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "unshare (root needed)");
+        let (lan, wan, mut fib) = network();
+        let mut steering = Steering::load(&domains(), true).unwrap();
+        steering.set_fast_egress(&[lan, wan]).unwrap();
+        let ipsec = Ipsec::new([vpc_policy(Direction::Out), vpc_policy(Direction::In)]);
+        let br = ["10.255.255.222".parse().unwrap()];
+        steering.set_ipsec(&ipsec, &br).unwrap();
+        let spec = |decap: bool, ce: u32| Spec {
+            decap,
+            domain: 0,
+            ce,
+            host: 1,
+            native: "2001:db8:1::5".parse().unwrap(),
+            hop_limit: 64,
+            traffic_class: 0,
+            outer_tos: 0,
+            payload: 10,
+            mutation: 0,
+        };
+        let run = |steering: &Steering, s: &Spec| {
+            let input = frame(s);
+            let mut md = [0u8; 24];
+            md[4..8].copy_from_slice(&(input.len() as u32).to_ne_bytes());
+            let ingress = if s.decap { wan } else { lan };
+            md[12..16].copy_from_slice(&ingress.to_ne_bytes());
+            let mut opts = TestRunOptions::new();
+            opts.data_in = Some(&input);
+            opts.ctx_in = Some(&md);
+            steering.program().test_run(opts).unwrap().return_value
+        };
+        // To a covered CE: declined (then the absent socket: XDP_PASS).
+        assert_eq!(run(&steering, &spec(false, 0x0a60_0164)), XDP_PASS);
+        assert_eq!(steering.declines()[br_ebpf::DECLINE_IPSEC as usize], 1);
+        // To a CE outside the policy: the fast path as before.
+        assert_eq!(run(&steering, &spec(false, 0x0a61_0001)), XDP_REDIRECT);
+        // Plaintext protocol 41 from a covered CE: the kernel's to check.
+        assert_eq!(run(&steering, &spec(true, 0x0a60_0164)), XDP_PASS);
+        assert_eq!(steering.stats()[br_ebpf::STAT_PASS_IPSEC_IN as usize], 1);
+        assert_eq!(run(&steering, &spec(true, 0x0a61_0001)), XDP_REDIRECT);
+
+        // The forwarder: to the kernel, counted as IPsec; plaintext
+        // arriving from a covered CE is dropped.
+        fib.set_ipsec(std::sync::Arc::new(ipsec));
+        let relay = Relay::new(Domains::new(domains()).unwrap(), IcmpRate::default());
+        let counters = Counters::default();
+        let ports = [lan, wan];
+        let ctx = Context {
+            relay: &relay,
+            fib: &fib,
+            ports: &ports,
+            counters: &counters,
+        };
+        let mut state = relay.worker_state(0);
+        for (decap, expect_ipsec) in [(false, true), (true, false)] {
+            let input = frame(&spec(decap, 0x0a60_0164));
+            let mut chunk = vec![0u8; HEADROOM];
+            chunk.extend_from_slice(&input);
+            let d = dispose(&ctx, &mut state, &mut chunk, HEADROOM, input.len(), 0);
+            if expect_ipsec {
+                assert!(
+                    matches!(d, Disposition::KernelIpv4 { ipsec: true, .. }),
+                    "{d:?}"
+                );
+            } else {
+                assert_eq!(
+                    d,
+                    Disposition::Drop(br_daemon::relay::DropReason::IpsecRequired)
+                );
+            }
+        }
+
+        // Policies gone: the covered CE takes the fast path again.
+        steering.set_ipsec(&Ipsec::default(), &br).unwrap();
+        assert_eq!(run(&steering, &spec(false, 0x0a60_0164)), XDP_REDIRECT);
     })
     .join()
     .unwrap();

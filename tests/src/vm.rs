@@ -61,6 +61,13 @@ const MODULES: &[&str] = &[
     "ip_vti",
     "authenc",
     "echainiv",
+    // Built into 6.12; a module on 6.1, where nothing loads it on demand
+    // (the initramfs has no modprobe) and ESP with cbc(aes) fails without it.
+    "ecb",
+    "gcm",
+    "ghash_generic",
+    "ctr",
+    "seqiv",
 ];
 
 /// Programs copied into every guest, with their shared libraries:

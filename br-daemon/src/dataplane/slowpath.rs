@@ -260,10 +260,9 @@ impl SlowPath {
         info.ipi_spec_dst.s_addr = u32::from_ne_bytes(src);
         const SPACE: usize = 32;
         // SAFETY: CMSG_SPACE is a pure size computation.
-        debug_assert!(
-            unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) } as usize
-                <= SPACE
-        );
+        let space =
+            unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) } as usize;
+        debug_assert!(space <= SPACE);
         let mut control = [0u64; SPACE / 8];
         let mut iov = libc::iovec {
             iov_base: packet.as_ptr() as *mut libc::c_void,
@@ -277,9 +276,7 @@ impl SlowPath {
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
-        // SAFETY: CMSG_SPACE is a pure size computation.
-        msg.msg_controllen =
-            unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) } as usize;
+        msg.msg_controllen = space;
         // SAFETY: msg_control points at `control`, large enough for one
         // cmsg of an in_pktinfo (checked above), so CMSG_FIRSTHDR is non-null
         // and its data area holds the in_pktinfo.
