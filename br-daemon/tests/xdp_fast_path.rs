@@ -411,38 +411,47 @@ fn disabled_fast_path_forwards_nothing_itself() {
         let (lan, wan, _) = network();
         let mut steering = Steering::load(&domains(), false).unwrap();
         steering.set_fast_egress(&[lan, wan]).unwrap();
-        let s = Spec {
-            decap: false,
-            domain: 0,
-            ce: 0x0a60_0164,
-            host: 1,
-            native: "2001:db8:1::5".parse().unwrap(),
-            hop_limit: 64,
-            traffic_class: 0,
-            outer_tos: 0,
-            payload: 10,
-            mutation: 0,
-        };
-        let input = frame(&s);
-        let mut md = [0u8; 24];
-        md[4..8].copy_from_slice(&(input.len() as u32).to_ne_bytes());
-        md[12..16].copy_from_slice(&lan.to_ne_bytes());
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(&input);
-        opts.ctx_in = Some(&md);
-        let run = steering.program().test_run(opts).unwrap();
-        assert_eq!(run.return_value, XDP_PASS, "to the (absent) socket");
+        let input = frame(&plain_spec(false, 0x0a60_0164));
+        assert_eq!(
+            run_on(&steering, &input, lan),
+            XDP_PASS,
+            "to the (absent) socket"
+        );
         assert_eq!(steering.declines()[br_ebpf::DECLINE_DISABLED as usize], 1);
         // Turned on by a reload, the same frame takes the fast path.
         steering.set_domains(&domains(), true).unwrap();
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(&input);
-        opts.ctx_in = Some(&md);
-        let run = steering.program().test_run(opts).unwrap();
-        assert_eq!(run.return_value, XDP_REDIRECT);
+        assert_eq!(run_on(&steering, &input, lan), XDP_REDIRECT);
     })
     .join()
     .unwrap();
+}
+
+/// A plain frame of the SCENARIO domain: LAN to CE `ce`, or (`decap`)
+/// from it.
+fn plain_spec(decap: bool, ce: u32) -> Spec {
+    Spec {
+        decap,
+        domain: 0,
+        ce,
+        host: 1,
+        native: "2001:db8:1::5".parse().unwrap(),
+        hop_limit: 64,
+        traffic_class: 0,
+        outer_tos: 0,
+        payload: 10,
+        mutation: 0,
+    }
+}
+
+/// The XDP program's verdict on `input` arriving on `ingress`.
+fn run_on(steering: &Steering, input: &[u8], ingress: u32) -> u32 {
+    let mut md = [0u8; 24];
+    md[4..8].copy_from_slice(&(input.len() as u32).to_ne_bytes());
+    md[12..16].copy_from_slice(&ingress.to_ne_bytes());
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(input);
+    opts.ctx_in = Some(&md);
+    steering.program().test_run(opts).unwrap().return_value
 }
 
 /// An IPsec policy `dir` between the BR and the VPC, ESP tunnel mode.
@@ -486,28 +495,9 @@ fn ipsec_policies_keep_covered_packets_off_the_fast_path() {
         let ipsec = Ipsec::new([vpc_policy(Direction::Out), vpc_policy(Direction::In)]);
         let br = ["10.255.255.222".parse().unwrap()];
         steering.set_ipsec(&ipsec, &br).unwrap();
-        let spec = |decap: bool, ce: u32| Spec {
-            decap,
-            domain: 0,
-            ce,
-            host: 1,
-            native: "2001:db8:1::5".parse().unwrap(),
-            hop_limit: 64,
-            traffic_class: 0,
-            outer_tos: 0,
-            payload: 10,
-            mutation: 0,
-        };
+        let spec = plain_spec;
         let run = |steering: &Steering, s: &Spec| {
-            let input = frame(s);
-            let mut md = [0u8; 24];
-            md[4..8].copy_from_slice(&(input.len() as u32).to_ne_bytes());
-            let ingress = if s.decap { wan } else { lan };
-            md[12..16].copy_from_slice(&ingress.to_ne_bytes());
-            let mut opts = TestRunOptions::new();
-            opts.data_in = Some(&input);
-            opts.ctx_in = Some(&md);
-            steering.program().test_run(opts).unwrap().return_value
+            run_on(steering, &frame(s), if s.decap { wan } else { lan })
         };
         // To a covered CE: declined (then the absent socket: XDP_PASS).
         assert_eq!(run(&steering, &spec(false, 0x0a60_0164)), XDP_PASS);

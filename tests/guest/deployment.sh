@@ -127,7 +127,6 @@ policies() {
 # The VPC side, the same in every IPsec mode: policy-based, and what
 # reaches it in plaintext from the BR is dropped by its policies.
 vpc_side() {
-	states_vpn_done=1
 	policies vpn $VPC $BR_V4/32 $VPN_WAN $GW_WAN ""
 }
 
@@ -258,7 +257,6 @@ transfer() {
 	# Busybox nc closes at the end of its stdin: keep the listener's open
 	# (and not the guest's console, whose next lines are the test's).
 	(sleep 60 | $IP netns exec $4 nc -l -p $3 > /tmp/recv) &
-	listener=$!
 	sleep 0.5
 	nsx $1 nc -w 20 $2 $3 < /tmp/send
 	for i in $(seq 1 100); do

@@ -613,3 +613,14 @@ pub fn ce_config(config: &std::path::Path, ce: &str, domain: &str) -> Vec<String
         .map(str::to_string)
         .collect()
 }
+
+/// Busybox ping's "N packets received" (the guests' ping).
+pub fn busybox_received(out: &str) -> u32 {
+    out.lines()
+        .find_map(|l| {
+            l.split(", ")
+                .find_map(|p| p.strip_suffix(" packets received"))
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}

@@ -18,7 +18,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use br_tests::vm::{GuestKernel, Vm};
-use br_tests::{ce_config, counter_in, daemon_binary, CE1_V6, CE2_V4, CE2_V6, LAN_SERVER};
+use br_tests::{
+    busybox_received, ce_config, counter_in, daemon_binary, CE1_V6, CE2_V4, CE2_V6, LAN_SERVER,
+};
 
 const MODES: &[&str] = &["none", "policy", "table220", "xfrmi", "vti"];
 
@@ -45,17 +47,6 @@ impl Guest {
     fn metrics(&mut self) -> String {
         self.must("metrics")
     }
-}
-
-/// Busybox ping's "N packets received".
-fn received(out: &str) -> u32 {
-    out.lines()
-        .find_map(|l| {
-            l.split(", ")
-                .find_map(|p| p.strip_suffix(" packets received"))
-        })
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// "proto41 N esp M" from capture_stop.
@@ -120,7 +111,7 @@ fn check_mode(g: &mut Guest, kernel: GuestKernel, mode: &str, fast: bool) {
             &format!("nsx {from} ping -6 -c 3 -W 2 {to}"),
             Duration::from_secs(30),
         );
-        assert_eq!(received(&out), 3, "{what}: {from} -> {to}\n{out}");
+        assert_eq!(busybox_received(&out), 3, "{what}: {from} -> {to}\n{out}");
         assert!(out.contains("ttl=63"), "{what}: {from} -> {to}\n{out}");
     }
 
@@ -166,7 +157,7 @@ fn check_mode(g: &mut Guest, kernel: GuestKernel, mode: &str, fast: bool) {
     );
     let expected = if ipsec { 2 } else { 3 };
     assert!(
-        received(&retry) >= expected,
+        busybox_received(&retry) >= expected,
         "{what}: retry after PTB\n{retry}"
     );
 
@@ -178,7 +169,7 @@ fn check_mode(g: &mut Guest, kernel: GuestKernel, mode: &str, fast: bool) {
         Duration::from_secs(20),
     );
     g.must("nsx ce1 ip -6 addr del 2001:db8:0:f096:a60:165::99/128 dev sit1");
-    assert_eq!(received(&out), 0, "{what}: spoofed\n{out}");
+    assert_eq!(busybox_received(&out), 0, "{what}: spoofed\n{out}");
     let metrics = g.metrics();
     assert_eq!(
         counter_in(&metrics, "reason", "spoofed-source"),

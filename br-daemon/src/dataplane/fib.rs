@@ -124,11 +124,10 @@ impl Fib {
     fn lookup(&self, src: Option<IpAddr>, dst: IpAddr) -> NextHop {
         let (bits, width) = to_bits(dst);
         let src = src.map(|s| to_bits(s).0);
-        let defaults;
+        let defaults = fib_rules::default_rules(width);
         let rules: &[Rule] = if self.rules.iter().any(|r| r.width == width) {
             &self.rules
         } else {
-            defaults = fib_rules::default_rules(width);
             &defaults
         };
         let mut resume_at = 0;
@@ -734,20 +733,20 @@ fn drain(nl: &Netlink, buf: &mut [u8]) -> bool {
     }
 }
 
+/// One netlink attribute, padded: what [`attrs`] reads (for tests).
+#[cfg(test)]
+pub(super) fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
+    let mut a = Vec::new();
+    a.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
+    a.extend_from_slice(&kind.to_ne_bytes());
+    a.extend_from_slice(payload);
+    a.resize(a.len().next_multiple_of(4), 0);
+    a
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
-        let mut a = Vec::new();
-        a.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
-        a.extend_from_slice(&kind.to_ne_bytes());
-        a.extend_from_slice(payload);
-        while a.len() % 4 != 0 {
-            a.push(0);
-        }
-        a
-    }
 
     fn route(family: i32, len: u8, kind: u8, dst: &[u8], gw: Option<&[u8]>, oif: u32) -> Vec<u8> {
         let mut b = vec![

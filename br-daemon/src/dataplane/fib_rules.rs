@@ -47,7 +47,7 @@ const TABLE_MAIN: u32 = 254;
 const TABLE_DEFAULT: u32 = 253;
 
 impl Rule {
-    fn to_table(priority: u32, width: u8, table: u32) -> Rule {
+    const fn to_table(priority: u32, width: u8, table: u32) -> Rule {
         Rule {
             priority,
             width,
@@ -79,9 +79,10 @@ impl Rule {
     }
 }
 
-/// The kernel's default rules: local, main, default.
-pub fn default_rules(width: u8) -> Vec<Rule> {
-    vec![
+/// The kernel's default rules: local, main, default (an array: the
+/// lookup uses them per packet when no rules were read, e.g. in tests).
+pub fn default_rules(width: u8) -> [Rule; 3] {
+    [
         Rule::to_table(0, width, TABLE_LOCAL),
         Rule::to_table(32766, width, TABLE_MAIN),
         Rule::to_table(32767, width, TABLE_DEFAULT),
@@ -174,15 +175,8 @@ fn to_bits(a: IpAddr) -> u128 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fib::attr;
     use super::*;
-
-    fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
-        let mut a = ((4 + payload.len()) as u16).to_ne_bytes().to_vec();
-        a.extend_from_slice(&kind.to_ne_bytes());
-        a.extend_from_slice(payload);
-        a.resize(a.len().next_multiple_of(4), 0);
-        a
-    }
 
     /// `ip rule add pref 220 lookup 220`, as the kernel dumps it.
     fn strongswan_rule() -> Vec<u8> {

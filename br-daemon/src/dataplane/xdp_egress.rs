@@ -187,15 +187,8 @@ fn veth_peer_has_xdp(nl: &mut Netlink, ifindex: u32) -> io::Result<bool> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fib::attr;
     use super::*;
-
-    fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
-        let mut a = ((4 + payload.len()) as u16).to_ne_bytes().to_vec();
-        a.extend_from_slice(&kind.to_ne_bytes());
-        a.extend_from_slice(payload);
-        a.resize(a.len().next_multiple_of(4), 0);
-        a
-    }
 
     #[test]
     fn reads_the_peer_and_its_xdp_state() {
