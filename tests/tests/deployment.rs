@@ -67,7 +67,12 @@ fn boot(kernel: GuestKernel) -> Guest {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/deployment.sh");
     let daemon = daemon_binary();
     // The test XDP object, for its xdp_pass program on the gateway's peers.
-    let pass = std::env::temp_dir().join(format!("br6rd-xdp-pass-{}.o", std::process::id()));
+    // One file per guest: both kernels' tests boot at once.
+    let pass = std::env::temp_dir().join(format!(
+        "br6rd-xdp-pass-{}-{}.o",
+        std::process::id(),
+        kernel.label()
+    ));
     std::fs::write(&pass, br_ebpf::bench_object()).unwrap();
     let vm = Vm::boot_standalone(
         kernel,
