@@ -45,11 +45,13 @@ impl GuestKernel {
 
 /// The modules a guest loads at boot, by name; their dependencies come
 /// from the kernel's own modules.dep, and ones built in are skipped.
-/// virtio_net for the CE guests' NIC; the rest for a gateway: veth and tun
+/// virtio_pci and virtio_net for the CE guests' NIC; the rest for a gateway: veth and tun
 /// (namespaces, the daemon's TUN), bridge (the VPC's subnet), sit (kernel CEs), ESP with static keys
 /// (esp4, xfrm_user for `ip xfrm`, authenc and echainiv for
 /// cbc(aes)+hmac(sha256)), xfrm interfaces and VTI.
 const MODULES: &[&str] = &[
+    // The PCI transport is no dependency of virtio_net: name it.
+    "virtio_pci",
     "virtio_net",
     "veth",
     "bridge",
