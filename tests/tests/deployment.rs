@@ -271,14 +271,7 @@ fn deployment(kernel: GuestKernel) {
         g.must(&format!("nsx ce2 {line}"));
     }
     let _ = std::fs::remove_dir_all(&dir);
-    // 6.1 in this guest: `ip xfrm state add ... enc cbc(aes)` fails with
-    // "unable to initialize cryptographic operations" (open: issue 9), so
-    // 6.1 runs the no-IPsec control only (verifier, xdp-features fallback).
-    let modes: &[&str] = match kernel {
-        GuestKernel::Debian6_1 => &MODES[..1],
-        GuestKernel::Debian6_12 => MODES,
-    };
-    for mode in modes {
+    for mode in MODES {
         g.must(&format!("mode_setup {mode}"));
         for fast in [true, false] {
             let t = Instant::now();
