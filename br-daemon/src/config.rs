@@ -303,10 +303,17 @@ fn build(lines: &mut Lines, raw: RawConfig) -> Option<Config> {
     let mut domains: Vec<(Domain, Range<usize>)> = Vec::new();
     let mut warnings = Vec::new();
     if raw.domain.is_empty() {
-        lines.report(
-            relay_span,
-            "no [[domain]]: the BR needs at least one 6rd domain",
-        );
+        // Allowed: the last tunnel removed by a reload leaves a BR that
+        // relays nothing, rather than one stuck on the old domains.
+        warnings.push((
+            lines.line_of(relay_span.clone()),
+            DomainWarning {
+                rule: "configuration",
+                message: "no [[domain]]: the BR relays nothing (every 6rd packet goes to \
+                          the kernel, which has no route into the tunnel for it)"
+                    .to_string(),
+            },
+        ));
     }
     for (i, d) in raw.domain.iter().enumerate() {
         let span = d.span();
@@ -558,9 +565,12 @@ mtu = 1000
     }
 
     #[test]
-    fn no_domain_is_an_error() {
-        let p = problems("[relay]\ninterfaces = [\"eth0\"]\n");
-        assert!(p[0].1.contains("at least one 6rd domain"));
+    fn no_domain_is_valid_with_a_warning() {
+        let c = Config::parse("[relay]\ninterfaces = [\"eth0\"]\n", "br.toml").unwrap();
+        assert!(c.domains.is_empty());
+        assert_eq!(c.warnings.len(), 1);
+        assert_eq!(c.warnings[0].0, 1);
+        assert!(c.warnings[0].1.message.contains("relays nothing"));
     }
 
     #[test]

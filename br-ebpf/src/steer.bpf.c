@@ -62,7 +62,7 @@ struct {
 /* 6rd prefixes; the value is the domain index. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, MAX_PREFIXES);
+	__uint(max_entries, MAX_DOMAIN_SLOTS);
 	__type(key, struct lpm_v6_key);
 	__type(value, __u32);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -78,7 +78,7 @@ struct {
 /* The domains, by the index the 6rd-prefix trie returns. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MAX_PREFIXES);
+	__uint(max_entries, MAX_DOMAIN_SLOTS);
 	__type(key, __u32);
 	__type(value, struct domain_info);
 } domains SEC(".maps");

@@ -8,6 +8,10 @@
 #define MAX_INTERFACES 8
 #define MAX_BR_ADDRS 64
 #define MAX_PREFIXES 64
+/* Two generations of MAX_PREFIXES domains (and trie entries), so that a
+ * reload writes the new generation before the trie points at it and a
+ * packet never meets a half-written or missing domain. */
+#define MAX_DOMAIN_SLOTS 128
 #define MAX_FAST_EGRESS 64
 #define MAX_IPSEC_PREFIXES 256
 

@@ -448,3 +448,83 @@ fn xdp_fast_path_carries_plain_traffic_and_leaves_the_rest_to_the_forwarder() {
         "{summary}"
     );
 }
+
+/// Sends SIGHUP and waits until the daemon logs one more "reloaded".
+fn reload(lab: &Lab) {
+    let before = lab.daemon_output().matches("reloaded ").count();
+    lab.daemon.as_ref().unwrap().signal(libc::SIGHUP);
+    assert!(
+        eventually(Duration::from_secs(5), || lab
+            .daemon_output()
+            .matches("reloaded ")
+            .count()
+            > before),
+        "{}",
+        lab.daemon_output()
+    );
+}
+
+#[test]
+fn reload_touches_only_what_changed_and_loses_nothing_for_the_br_itself() {
+    let lab = lab();
+    let good = std::fs::read_to_string(&lab.config).unwrap();
+    let tun = |what: &str| lab.gw.sh(&format!("ip {what} dev br6rd0"));
+    let mut monitor = lab.gw.command("ip");
+    monitor.args(["monitor", "address", "route"]);
+    let monitor = spawn(monitor, lab.dir.join("ip-monitor.log"));
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Paced pings to the BR's own 6rd address from the LAN and from a CE
+    // while the same configuration is reloaded five times.
+    let (lan, ce) = std::thread::scope(|s| {
+        let lan = s.spawn(|| ping(&lab.lan, &format!("-6 -c 300 -i 0.01 {BR_V6}")));
+        let ce = s.spawn(|| ping(&lab.ce1, &format!("-6 -c 300 -i 0.01 {BR_V6}")));
+        std::thread::sleep(Duration::from_millis(300));
+        for _ in 0..5 {
+            reload(&lab);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        (lan.join().unwrap(), ce.join().unwrap())
+    });
+    assert_eq!(lan.0, 300, "LAN -> BR across reloads\n{}", lan.1);
+    assert_eq!(ce.0, 300, "CE1 -> BR across reloads\n{}", ce.1);
+    let changes = monitor.output();
+    assert!(
+        !changes.contains("br6rd0"),
+        "an unchanged reload touched the TUN:\n{changes}"
+    );
+
+    // A domain added, then removed: its route comes and goes, nothing else moves.
+    let second = "[[domain]]\nname = \"strict\"\nprefix = \"2001:db8:100::/40\"\n\
+                  ipv4-mask-len = 8\nbr-ipv4 = \"10.255.255.1\"\n";
+    std::fs::write(&lab.config, format!("{good}\n{second}")).unwrap();
+    reload(&lab);
+    assert!(tun("-6 route show").contains("2001:db8:100::/40"));
+    assert!(tun("-4 addr show").contains("10.255.255.1/32"));
+    std::fs::write(&lab.config, &good).unwrap();
+    reload(&lab);
+    let routes = tun("-6 route show");
+    assert!(!routes.contains("2001:db8:100::/40"), "{routes}");
+    assert!(routes.contains("2001:db8:0:f096::/64"), "{routes}");
+    assert!(!tun("-4 addr show").contains("10.255.255.1/32"));
+    let changes = monitor.output();
+    assert!(
+        !changes
+            .lines()
+            .any(|l| l.starts_with("Deleted") && (l.contains(BR_V4) || l.contains("f096"))),
+        "the unchanged domain's addresses or route went away:\n{changes}"
+    );
+
+    // No domain at all: the BR relays nothing and the TUN holds nothing.
+    let relay_only = &good[..good.find("[[domain]]").unwrap()];
+    std::fs::write(&lab.config, relay_only).unwrap();
+    reload(&lab);
+    assert_eq!(tun("-6 route show").trim(), "", "{}", lab.daemon_output());
+    assert!(!tun("addr show").contains("inet"), "{}", tun("addr show"));
+    let (n, _) = ping(&lab.lan, &format!("-6 -c 1 -W 1 {CE1_V6}"));
+    assert_eq!(n, 0);
+    std::fs::write(&lab.config, &good).unwrap();
+    reload(&lab);
+    let (n, out) = ping(&lab.lan, &format!("-6 -c 2 -i 0.2 {CE1_V6}"));
+    assert_eq!(n, 2, "relaying again\n{out}\n{}", lab.daemon_output());
+}

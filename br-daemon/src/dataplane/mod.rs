@@ -7,6 +7,7 @@ pub mod fib;
 pub mod fib_rules;
 pub mod publish;
 pub mod slowpath;
+pub mod tun_addresses;
 pub mod worker;
 pub mod xdp;
 pub mod xdp_egress;

@@ -22,6 +22,9 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use std::sync::Mutex;
+
+use super::tun_addresses::TunAddresses;
 use crate::relay::Domain;
 
 fn cvt(r: libc::c_int, what: &str) -> io::Result<libc::c_int> {
@@ -121,6 +124,8 @@ pub struct SlowPath {
     raw41: OwnedFd,
     out4: OwnedFd,
     out6: OwnedFd,
+    /// What the TUN carries now, for the next set_domains to change.
+    installed: Mutex<Option<TunAddresses>>,
 }
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
@@ -166,6 +171,7 @@ impl SlowPath {
             raw41,
             out4,
             out6,
+            installed: Mutex::new(None),
         };
         slow.configure(domains)?;
         Ok(slow)
@@ -195,21 +201,29 @@ impl SlowPath {
         self.set_domains(domains)
     }
 
-    /// Addresses and routes for the domains (on reload too: `replace`).
+    /// Gives the TUN the domains' addresses and routes (on reload too):
+    /// adds what is new, then removes what is gone, and leaves what both
+    /// configurations hold alone (`tun_addresses.rs`).
     pub fn set_domains(&self, domains: &[Domain]) -> Result<()> {
         let name = self.tun_name.as_str();
-        ip(&["-6", "addr", "flush", "dev", name, "scope", "global"])?;
-        ip(&["-4", "addr", "flush", "dev", name])?;
-        for d in domains {
-            let v6 = format!("{}/128", d.br_ipv6());
-            ip(&["-6", "addr", "replace", &v6, "dev", name, "nodad"])?;
-            for v4 in d.br_ipv4_all() {
-                let v4 = format!("{v4}/32");
-                ip(&["-4", "addr", "replace", &v4, "dev", name])?;
+        let mut installed = self.installed.lock().unwrap_or_else(|e| e.into_inner());
+        // Unknown (a fresh TUN, or a change that failed half way): start
+        // from nothing.
+        let from = match installed.take() {
+            Some(known) => known,
+            None => {
+                ip(&["-6", "addr", "flush", "dev", name, "scope", "global"])?;
+                ip(&["-4", "addr", "flush", "dev", name])?;
+                ip(&["-6", "route", "flush", "dev", name])?;
+                TunAddresses::default()
             }
-            let prefix = d.prefix().to_string();
-            ip(&["-6", "route", "replace", &prefix, "dev", name])?;
+        };
+        let wanted = TunAddresses::of(domains);
+        for change in from.changes_to(&wanted, name) {
+            let args: Vec<&str> = change.iter().map(String::as_str).collect();
+            ip(&args)?;
         }
+        *installed = Some(wanted);
         Ok(())
     }
 

@@ -8,7 +8,7 @@
 //! program disappears with the daemon: a crash never leaves packets
 //! steered to a socket nobody reads.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 use anyhow::{anyhow, Context, Result};
@@ -68,6 +68,8 @@ pub struct Steering {
     stats: PerCpuArray<MapData, u64>,
     declines: PerCpuArray<MapData, u64>,
     fast_egress: HashMap<MapData, u32, u8>,
+    /// Which half of the domain slots the trie points at now.
+    generation: u32,
 }
 
 impl Steering {
@@ -95,6 +97,7 @@ impl Steering {
             stats,
             declines,
             fast_egress,
+            generation: 0,
         };
         steering.set_domains(domains, fast)?;
         steering.seed_ipv4_ids()?;
@@ -118,53 +121,65 @@ impl Steering {
         Ok(())
     }
 
-    /// Replaces what the program matches (on reload too). The domain
-    /// parameters are written before the prefixes that lead to them.
+    /// Replaces what the program matches (on reload too), without a
+    /// window: the domains are written to the half of the slots the trie
+    /// does not use, then the trie is pointed at them (an LPM update
+    /// replaces an entry atomically), then stale prefixes and BR addresses
+    /// go. A packet sees the old configuration or the new, never neither.
     pub fn set_domains(&mut self, domains: &[Domain], fast: bool) -> Result<()> {
         anyhow::ensure!(
             domains.len() <= br_ebpf::MAX_PREFIXES as usize,
             "at most {} domains",
             br_ebpf::MAX_PREFIXES
         );
+        let generation = self.generation.wrapping_add(1);
+        let slot = |i: usize| (generation % 2) * br_ebpf::MAX_PREFIXES + i as u32;
         let mut infos: Array<&mut MapData, DomainInfo> = Array::try_from(
             self.ebpf
                 .map_mut(br_ebpf::MAP_DOMAINS)
                 .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_DOMAINS))?,
         )?;
         for (i, d) in domains.iter().enumerate() {
-            infos.set(i as u32, DomainInfo::of(d, fast), 0)?;
-        }
-        let mut brs: HashMap<&mut MapData, u32, u8> = HashMap::try_from(
-            self.ebpf
-                .map_mut(br_ebpf::MAP_BR_ADDRS)
-                .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_BR_ADDRS))?,
-        )?;
-        let old: Vec<u32> = brs.keys().filter_map(|k| k.ok()).collect();
-        let wanted: Vec<Ipv4Addr> = domains
-            .iter()
-            .flat_map(|d| d.br_ipv4_all().to_vec())
-            .collect();
-        for k in old {
-            if !wanted.iter().any(|a| u32::from(*a).to_be() == k) {
-                brs.remove(&k)?;
-            }
-        }
-        for a in &wanted {
-            brs.insert(u32::from(*a).to_be(), 1, 0)?;
+            infos.set(slot(i), DomainInfo::of(d, fast), 0)?;
         }
         let mut prefixes: LpmTrie<&mut MapData, [u8; 16], u32> = LpmTrie::try_from(
             self.ebpf
                 .map_mut(br_ebpf::MAP_SIXRD_PREFIXES)
                 .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_SIXRD_PREFIXES))?,
         )?;
+        let key = |d: &Domain| {
+            let p = d.prefix();
+            Key::new(u32::from(p.prefix_len()), p.network().octets())
+        };
+        for (i, d) in domains.iter().enumerate() {
+            prefixes.insert(&key(d), slot(i), 0)?;
+        }
+        let wanted: Vec<Key<[u8; 16]>> = domains.iter().map(key).collect();
         let old: Vec<Key<[u8; 16]>> = prefixes.keys().filter_map(|k| k.ok()).collect();
         for k in old {
-            prefixes.remove(&k)?;
+            let kept = wanted
+                .iter()
+                .any(|w| w.prefix_len() == k.prefix_len() && w.data() == k.data());
+            if !kept {
+                prefixes.remove(&k)?;
+            }
         }
-        for (i, d) in domains.iter().enumerate() {
-            let p = d.prefix();
-            let key = Key::new(u32::from(p.prefix_len()), p.network().octets());
-            prefixes.insert(&key, i as u32, 0)?;
+        self.generation = generation;
+        let mut brs: HashMap<&mut MapData, u32, u8> = HashMap::try_from(
+            self.ebpf
+                .map_mut(br_ebpf::MAP_BR_ADDRS)
+                .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_BR_ADDRS))?,
+        )?;
+        let wanted: Vec<u32> = domains
+            .iter()
+            .flat_map(|d| d.br_ipv4_all().iter().map(|a| u32::from(*a).to_be()))
+            .collect();
+        for a in &wanted {
+            brs.insert(a, 1, 0)?;
+        }
+        let old: Vec<u32> = brs.keys().filter_map(|k| k.ok()).collect();
+        for k in old.into_iter().filter(|k| !wanted.contains(k)) {
+            brs.remove(&k)?;
         }
         Ok(())
     }
