@@ -41,8 +41,8 @@ fn multipath_routes_are_read_with_every_next_hop_and_weight() {
             for (addr_hop, counts) in [(fib.lookup_v4(a), &mut v4), (fib.lookup_v6(b), &mut v6)] {
                 match addr_hop {
                     // The gateways' neighbours are not resolved.
-                    NextHop::Unresolved { ifindex } if ifindex == up0 => counts[0] += 1,
-                    NextHop::Unresolved { ifindex } if ifindex == up1 => counts[1] += 1,
+                    NextHop::Unresolved { ifindex, .. } if ifindex == up0 => counts[0] += 1,
+                    NextHop::Unresolved { ifindex, .. } if ifindex == up1 => counts[1] += 1,
                     other => panic!("{a} / {b}: {other:?}"),
                 }
             }

@@ -120,6 +120,22 @@ impl Netns {
         bytes.try_into().expect("6 bytes")
     }
 
+    /// tcpdump on `dev` (`-v`, decoded, line-buffered) into `log`, once it
+    /// listens; it stops with the returned process.
+    pub fn tcpdump(&self, dev: &str, filter: &str, log: &std::path::Path) -> Proc {
+        let mut cmd = self.command("tcpdump");
+        cmd.args(["-n", "-v", "-l", "-i", dev, filter]);
+        let p = spawn(cmd, log.to_path_buf());
+        assert!(
+            eventually(Duration::from_secs(5), || p
+                .output()
+                .contains("listening on")),
+            "tcpdump did not start: {}",
+            p.output()
+        );
+        p
+    }
+
     /// Sends raw Ethernet frames out of `dev` (AF_PACKET: no kernel rewriting).
     pub fn send_frames(&self, dev: &str, frames: Vec<Vec<u8>>) {
         let dev = dev.to_string();

@@ -275,17 +275,15 @@ fn slow_path_relays_what_the_gateway_itself_sends() {
     assert!(lab.counter("io", "tx-host") >= 3);
 }
 
-#[test]
-fn fragmented_protocol_41_is_reassembled_by_the_kernel_and_relayed() {
-    let lab = lab();
+/// CE1's protocol-41 frames carrying `inner` in two IPv4 fragments, the
+/// first with `first_len` bytes of it (a multiple of 8).
+fn ce1_fragments(lab: &Lab, inner: &[u8], first_len: usize) -> Vec<Vec<u8>> {
     let gw_mac = lab.gw.mac("gw-wan");
     let ce_mac = lab.ce1.mac("eth0");
-    // An echo request CE1 -> LAN server, in two IPv4 fragments.
-    let inner = icmpv6_echo(CE1_V6, LAN_SERVER, 64, 200);
-    let (first, second) = inner.split_at(128);
+    let (first, second) = inner.split_at(first_len);
     let mut f1 = ipv4_frame(gw_mac, ce_mac, CE1_V4, BR_V4, 41, first, true);
     let mut f2 = ipv4_frame(gw_mac, ce_mac, CE1_V4, BR_V4, 41, second, true);
-    for (f, flags_offset) in [(&mut f1, 0x2000u16), (&mut f2, 128 / 8)] {
+    for (f, flags_offset) in [(&mut f1, 0x2000u16), (&mut f2, (first_len / 8) as u16)] {
         let ip = &mut f[14..34];
         ip[4..6].copy_from_slice(&0x4242u16.to_be_bytes());
         ip[6..8].copy_from_slice(&flags_offset.to_be_bytes());
@@ -297,7 +295,16 @@ fn fragmented_protocol_41_is_reassembled_by_the_kernel_and_relayed() {
         let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
         ip[10..12].copy_from_slice(&sum.to_be_bytes());
     }
-    lab.ce1.send_frames("eth0", vec![f1, f2]);
+    vec![f1, f2]
+}
+
+#[test]
+fn fragmented_protocol_41_is_reassembled_by_the_kernel_and_relayed() {
+    let lab = lab();
+    // An echo request CE1 -> LAN server, in two IPv4 fragments.
+    let inner = icmpv6_echo(CE1_V6, LAN_SERVER, 64, 200);
+    lab.ce1
+        .send_frames("eth0", ce1_fragments(&lab, &inner, 128));
     assert!(
         eventually(Duration::from_secs(3), || lab
             .counter("path", "decapsulated")
@@ -307,6 +314,42 @@ fn fragmented_protocol_41_is_reassembled_by_the_kernel_and_relayed() {
     );
     assert_eq!(lab.counter("action", "pass-ipv4-fragment"), 2);
     assert!(lab.counter("io", "rx-kernel") >= 1);
+}
+
+#[test]
+fn reassembled_packet_too_big_for_the_lan_gets_packet_too_big_back_to_the_ce() {
+    let lab = lab();
+    // RFC 4443 §3.2: 2,000 bytes reassembled, the LAN link's MTU is 1500.
+    let capture = lab.ce1.tcpdump(
+        "eth0",
+        "ip proto 41 and ip[60] = 2",
+        &lab.dir.join("ce1-ptb.log"),
+    );
+    let inner = icmpv6_echo(CE1_V6, LAN_SERVER, 64, 2000 - 48);
+    assert_eq!(inner.len(), 2000);
+    lab.ce1
+        .send_frames("eth0", ce1_fragments(&lab, &inner, 1400));
+    assert!(
+        eventually(Duration::from_secs(3), || lab
+            .counter("path", "icmp-packet-too-big")
+            >= 1),
+        "{}",
+        lab.metrics()
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || capture
+            .output()
+            .contains("packet too big")),
+        "{}",
+        capture.output()
+    );
+    let seen = capture.output();
+    assert!(
+        seen.contains(&format!("{BR_V4} > {CE1_V4}")) && seen.contains("packet too big, mtu 1500"),
+        "{seen}"
+    );
+    assert_eq!(lab.counter("reason", "kernel-send-failed"), 0);
+    assert_eq!(lab.counter("path", "decapsulated"), 0);
 }
 
 #[test]

@@ -62,6 +62,8 @@ struct Route {
     hops: Vec<Hop>,
     table: u32,
     priority: u32,
+    /// The route's own MTU metric (`ip route ... mtu N`), if any.
+    mtu: Option<u32>,
 }
 
 impl Route {
@@ -92,13 +94,25 @@ pub enum NextHop {
         ifindex: u32,
         src_mac: Mac,
         dst_mac: Mac,
+        /// The route's MTU, or the link's (None: the kernel did not say).
+        mtu: Option<u32>,
     },
     /// A route exists but the neighbour is not (yet) known: let the kernel resolve it.
-    Unresolved { ifindex: u32 },
+    Unresolved { ifindex: u32, mtu: Option<u32> },
     /// One of the host's own addresses.
     Local,
     /// No route, or a reject route.
     Unreachable,
+}
+
+impl NextHop {
+    /// The MTU of the way out, when the packet leaves by a link.
+    pub fn mtu(&self) -> Option<u32> {
+        match *self {
+            NextHop::Direct { mtu, .. } | NextHop::Unresolved { mtu, .. } => mtu,
+            NextHop::Local | NextHop::Unreachable => None,
+        }
+    }
 }
 
 /// One snapshot of the kernel's forwarding state.
@@ -108,6 +122,7 @@ pub struct Fib {
     neighbours: HashMap<(u32, IpAddr), Mac>,
     link_macs: HashMap<u32, Mac>,
     link_names: HashMap<u32, String>,
+    link_mtus: HashMap<u32, u32>,
     /// The kernel's IPsec policies (xfrm), read on their own socket.
     ipsec: Arc<Ipsec>,
     /// The routing rules by priority; empty: the kernel's defaults.
@@ -180,6 +195,7 @@ impl Fib {
                     return Some(NextHop::Unreachable);
                 };
                 let neighbour = hop.gateway.unwrap_or(dst);
+                let mtu = route.mtu.or_else(|| self.link_mtus.get(&hop.oif).copied());
                 match (
                     self.neighbours.get(&(hop.oif, neighbour)),
                     self.link_macs.get(&hop.oif),
@@ -188,8 +204,12 @@ impl Fib {
                         ifindex: hop.oif,
                         src_mac: *src_mac,
                         dst_mac: *dst_mac,
+                        mtu,
                     },
-                    _ => NextHop::Unresolved { ifindex: hop.oif },
+                    _ => NextHop::Unresolved {
+                        ifindex: hop.oif,
+                        mtu,
+                    },
                 }
             }
         })
@@ -234,6 +254,11 @@ impl Fib {
         self.link_macs.insert(ifindex, mac);
     }
 
+    /// Sets a link's MTU (tests and tools).
+    pub fn set_link_mtu(&mut self, ifindex: u32, mtu: u32) {
+        self.link_mtus.insert(ifindex, mtu);
+    }
+
     /// Adds a unicast route in the main table.
     pub fn add_route(&mut self, dst: ipnet::IpNet, oif: u32, gateway: Option<IpAddr>) {
         let (bits, width) = match dst.network() {
@@ -252,6 +277,7 @@ impl Fib {
             }],
             table: TABLE_MAIN,
             priority: 0,
+            mtu: None,
         });
     }
 
@@ -292,6 +318,9 @@ const NLM_F_DUMP: u16 = 0x300;
 
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+const RTA_METRICS: u16 = 8;
+const RTAX_MTU: u16 = 2;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
@@ -372,6 +401,7 @@ fn parse_route(body: &[u8]) -> Option<Route> {
         hops: Vec::new(),
         table: u32::from(body[4]),
         priority: 0,
+        mtu: None,
     };
     let mut single = Hop {
         oif: 0,
@@ -392,6 +422,12 @@ fn parse_route(body: &[u8]) -> Option<Route> {
             RTA_PRIORITY => r.priority = u32_from(p)?,
             RTA_TABLE => r.table = u32_from(p)?,
             RTA_MULTIPATH => multipath = Some(parse_multipath(family, p)),
+            RTA_METRICS => {
+                r.mtu = attrs(p)
+                    .find(|&(t, _)| t == RTAX_MTU)
+                    .and_then(|(_, v)| u32_from(v))
+                    .filter(|&m| m > 0)
+            }
             _ => {}
         }
     }
@@ -455,24 +491,39 @@ fn parse_neighbour(body: &[u8]) -> Option<((u32, IpAddr), Mac)> {
     Some(((ifindex, dst?), mac?))
 }
 
-/// Parses one RTM_NEWLINK body: (ifindex, name, MAC).
-fn parse_link(body: &[u8]) -> Option<(u32, Option<String>, Option<Mac>)> {
+/// What an RTM_NEWLINK says of a link.
+struct Link {
+    ifindex: u32,
+    name: Option<String>,
+    mac: Option<Mac>,
+    mtu: Option<u32>,
+}
+
+/// Parses one RTM_NEWLINK body.
+fn parse_link(body: &[u8]) -> Option<Link> {
     if body.len() < 16 {
         return None;
     }
     let ifindex = u32::try_from(i32::from_ne_bytes(body[4..8].try_into().ok()?)).ok()?;
     let mut name = None;
     let mut mac = None;
+    let mut mtu = None;
     for (t, p) in attrs(&body[16..]) {
         match t {
             IFLA_IFNAME => {
                 name = Some(String::from_utf8_lossy(p.split(|&b| b == 0).next()?).into_owned())
             }
             IFLA_ADDRESS if p.len() == 6 => mac = p.try_into().ok(),
+            IFLA_MTU => mtu = u32_from(p),
             _ => {}
         }
     }
-    Some((ifindex, name, mac))
+    Some(Link {
+        ifindex,
+        name,
+        mac,
+        mtu,
+    })
 }
 
 /// A netlink socket (NETLINK_ROUTE, or NETLINK_GENERIC for xdp_features).
@@ -613,12 +664,16 @@ pub fn snapshot() -> io::Result<Fib> {
     let mut fib = Fib::default();
     nl.dump(RTM_GETLINK, libc::AF_UNSPEC as u8, 16, |kind, body| {
         if kind == RTM_NEWLINK {
-            if let Some((i, name, mac)) = parse_link(body) {
-                if let Some(n) = name {
+            if let Some(link) = parse_link(body) {
+                let i = link.ifindex;
+                if let Some(n) = link.name {
                     fib.link_names.insert(i, n);
                 }
-                if let Some(m) = mac {
+                if let Some(m) = link.mac {
                     fib.link_macs.insert(i, m);
+                }
+                if let Some(m) = link.mtu {
+                    fib.link_mtus.insert(i, m);
                 }
             }
         }
@@ -782,6 +837,27 @@ mod tests {
     }
 
     #[test]
+    fn a_route_mtu_wins_over_the_link_mtu() {
+        let mut fib = Fib::default();
+        fib.link_mtus.insert(3, 1500);
+        let mut body = route(
+            libc::AF_INET6,
+            64,
+            RTN_UNICAST,
+            &[0x20, 1, 0x0d, 0xb8, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            None,
+            3,
+        );
+        fib.routes.extend(parse_route(&body));
+        let dst: Ipv6Addr = "2001:db8:0:100::5".parse().unwrap();
+        assert_eq!(fib.lookup_v6(dst).mtu(), Some(1500));
+        body.extend(attr(RTA_METRICS, &attr(RTAX_MTU, &1400u32.to_ne_bytes())));
+        fib.routes.clear();
+        fib.routes.extend(parse_route(&body));
+        assert_eq!(fib.lookup_v6(dst).mtu(), Some(1400));
+    }
+
+    #[test]
     fn longest_prefix_then_neighbour() {
         let mut fib = Fib::default();
         fib.routes.extend(parse_route(&route(
@@ -810,6 +886,7 @@ mod tests {
         )));
         fib.link_macs.insert(3, [2, 0, 0, 0, 0, 3]);
         fib.link_macs.insert(2, [2, 0, 0, 0, 0, 2]);
+        fib.link_mtus.insert(3, 1500);
         let (k, mac) = parse_neighbour(&neigh(
             libc::AF_INET,
             3,
@@ -833,17 +910,24 @@ mod tests {
             NextHop::Direct {
                 ifindex: 3,
                 src_mac: [2, 0, 0, 0, 0, 3],
-                dst_mac: [2, 1, 1, 1, 1, 1]
+                dst_mac: [2, 1, 1, 1, 1, 1],
+                mtu: Some(1500),
             }
         );
         assert_eq!(
             fib.lookup_v4("10.96.1.101".parse().unwrap()),
-            NextHop::Unresolved { ifindex: 3 }
+            NextHop::Unresolved {
+                ifindex: 3,
+                mtu: Some(1500)
+            }
         );
         // Off-link: the gateway's neighbour entry is what matters.
         assert_eq!(
             fib.lookup_v4("8.8.8.8".parse().unwrap()),
-            NextHop::Unresolved { ifindex: 2 }
+            NextHop::Unresolved {
+                ifindex: 2,
+                mtu: None
+            }
         );
         assert_eq!(
             fib.lookup_v4("10.96.9.1".parse().unwrap()),
@@ -882,7 +966,10 @@ mod tests {
         );
         assert_eq!(
             fib.lookup_v6("2001:db8::2".parse().unwrap()),
-            NextHop::Unresolved { ifindex: 4 }
+            NextHop::Unresolved {
+                ifindex: 4,
+                mtu: None
+            }
         );
     }
 
@@ -918,13 +1005,13 @@ mod tests {
         let mut out = HashMap::new();
         for i in 0..4096u32 {
             let dst = Ipv4Addr::from(0x0a00_0000 | (i.wrapping_mul(2_654_435_761) & 0x00ff_ffff));
-            let NextHop::Unresolved { ifindex } = fib.lookup_v4(dst) else {
+            let NextHop::Unresolved { ifindex, .. } = fib.lookup_v4(dst) else {
                 panic!("{dst}: {:?}", fib.lookup_v4(dst));
             };
             *out.entry(ifindex).or_insert(0) += 1;
             assert_eq!(
                 fib.lookup_v4(dst),
-                NextHop::Unresolved { ifindex },
+                NextHop::Unresolved { ifindex, mtu: None },
                 "one path per destination"
             );
         }
@@ -989,7 +1076,10 @@ mod tests {
         )));
         assert_eq!(
             fib.lookup_v4("10.1.2.3".parse().unwrap()),
-            NextHop::Unresolved { ifindex: 4 }
+            NextHop::Unresolved {
+                ifindex: 4,
+                mtu: None
+            }
         );
     }
 

@@ -20,7 +20,7 @@ use super::publish::Reader;
 use super::slowpath::SlowPath;
 use super::xfrm::Ipsec;
 use super::xsk::{Umem, XskSocket, FRAME_SIZE};
-use crate::relay::{DropReason, Egress, Frame, Relay, Verdict, WorkerState};
+use crate::relay::{DropReason, Egress, Frame, Path, Relay, Verdict, WorkerState};
 
 const ETH_HEADER_LEN: usize = 14;
 const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -93,30 +93,74 @@ pub fn dispose(
         ETHERTYPE_IPV4 => ctx.relay.from_ipv4(state, &mut frame, now_ns),
         _ => Verdict::Drop(DropReason::NotIp),
     };
-    let egress = match verdict {
-        Verdict::Drop(reason) => return Disposition::Drop(reason),
+    match verdict {
+        Verdict::Drop(reason) => Disposition::Drop(reason),
         Verdict::Forward { path, egress } => {
-            ctx.counters.path(path);
-            egress
+            route(ctx, state, &mut frame, now_ns, path, egress, true)
         }
+    }
+}
+
+/// Where the relayed packet in `frame` goes, counted under `path` unless
+/// it is dropped. A native IPv6 packet too big for its link is answered
+/// instead (`may_answer`: once; the answer is an encapsulated IPv4 packet).
+fn route(
+    ctx: &Context,
+    state: &mut WorkerState,
+    frame: &mut Frame,
+    now_ns: u64,
+    path: Path,
+    egress: Egress,
+    may_answer: bool,
+) -> Disposition {
+    let next_hop = match (egress, source(frame.data(), egress)) {
+        (Egress::Host, _) => None,
+        (Egress::Ipv4 { dst }, Some(src)) => Some(ctx.fib.lookup_from(src, dst.into())),
+        (Egress::Ipv6 { dst }, Some(src)) => Some(ctx.fib.lookup_from(src, dst.into())),
+        _ => return Disposition::Drop(DropReason::Truncated),
     };
+    let link_mtu = next_hop.and_then(|h| h.mtu());
+    if let (Egress::Ipv6 { .. }, Some(mtu), true) = (egress, link_mtu, may_answer) {
+        if frame.len() > mtu as usize {
+            return match ctx.relay.too_big_for_link(state, frame, now_ns, mtu) {
+                Verdict::Drop(reason) => Disposition::Drop(reason),
+                Verdict::Forward { path, egress } => {
+                    route(ctx, state, frame, now_ns, path, egress, false)
+                }
+            };
+        }
+    }
+    let d = place(ctx, frame, egress, next_hop);
+    if !matches!(d, Disposition::Drop(_)) {
+        ctx.counters.path(path);
+    }
+    d
+}
+
+/// The disposition of a relayed packet with its next hop (None: for the host).
+fn place(
+    ctx: &Context,
+    frame: &mut Frame,
+    egress: Egress,
+    next_hop: Option<NextHop>,
+) -> Disposition {
     let (head, len) = (frame.head(), frame.len());
     let to_kernel = |ipsec| kernel_disposition(egress, head, len, ipsec);
     // A frame sent from here never meets xfrm: IPsec is the kernel's.
     if protected_out(ctx.fib.ipsec(), frame.data(), egress) {
         return to_kernel(true);
     }
-    let (next_hop, ethertype) = match (egress, source(frame.data(), egress)) {
-        (Egress::Host, _) => return Disposition::Host { head, len },
-        (Egress::Ipv4 { dst }, Some(src)) => (ctx.fib.lookup_from(src, dst.into()), ETHERTYPE_IPV4),
-        (Egress::Ipv6 { dst }, Some(src)) => (ctx.fib.lookup_from(src, dst.into()), ETHERTYPE_IPV6),
-        _ => return Disposition::Drop(DropReason::Truncated),
+    let ethertype = match egress {
+        Egress::Host => return Disposition::Host { head, len },
+        Egress::Ipv4 { .. } => ETHERTYPE_IPV4,
+        Egress::Ipv6 { .. } => ETHERTYPE_IPV6,
     };
-    match next_hop {
+    match next_hop.unwrap_or(NextHop::Local) {
         NextHop::Direct {
             ifindex,
             src_mac,
             dst_mac,
+            ..
         } => {
             let Some(port) = ctx.ports.iter().position(|&p| p == ifindex) else {
                 // An egress without XDP: the kernel sends it.
@@ -433,7 +477,6 @@ pub fn run_slow_path(
                 } else {
                     relay.get().from_ipv4(&mut state, &mut frame, now_ns)
                 };
-                let (head, len) = (frame.head(), frame.len());
                 let d = match verdict {
                     Verdict::Drop(reason) => {
                         // The packet as read (a drop leaves the addresses as they were).
@@ -443,10 +486,15 @@ pub fn run_slow_path(
                         );
                         Disposition::Drop(reason)
                     }
+                    // No ports: whatever the route, the kernel sends it.
                     Verdict::Forward { path, egress } => {
-                        counters.path(path);
-                        let ipsec = protected_out(fib.get().ipsec(), frame.data(), egress);
-                        kernel_disposition(egress, head, len, ipsec)
+                        let ctx = Context {
+                            relay: relay.get(),
+                            fib: fib.get(),
+                            ports: &[],
+                            counters: &counters,
+                        };
+                        route(&ctx, &mut state, &mut frame, now_ns, path, egress, true)
                     }
                 };
                 deliver_elsewhere(&slow, &counters, &buf, d);
@@ -579,6 +627,110 @@ mod tests {
         fib.add_neighbour(9, "11.0.0.1".parse().unwrap(), [1; 6]);
         let (d, _) = from_lan(&relay, &fib, &counters, "2001:db8:0:f096:b00:1::1");
         assert!(matches!(d, Disposition::KernelIpv4 { .. }), "{d:?}");
+    }
+
+    /// CE1's protocol-41 frame on the WAN carrying an IPv6 packet of
+    /// `inner_len` bytes to a LAN host, hop limit 64.
+    fn ce1_frame(inner_len: usize) -> Vec<u8> {
+        let mut f = vec![0u8; 256];
+        f.extend_from_slice(&GW_WAN_MAC);
+        f.extend_from_slice(&CE_MAC);
+        f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        let mut v4 = vec![
+            0x45, 0, 0, 0, 0, 1, 0, 0, 64, 41, 0, 0, 10, 96, 1, 100, 10, 255, 255, 222,
+        ];
+        v4[2..4].copy_from_slice(&((20 + inner_len) as u16).to_be_bytes());
+        let sum = crate::relay::wire::checksum(&v4);
+        v4[10..12].copy_from_slice(&sum.to_be_bytes());
+        f.extend_from_slice(&v4);
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&((inner_len - 40) as u16).to_be_bytes());
+        f.extend_from_slice(&[59, 64]);
+        f.extend_from_slice(
+            &"2001:db8:0:f096:a60:164::1"
+                .parse::<Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        f.extend_from_slice(&"2001:db8:0:100::5".parse::<Ipv6Addr>().unwrap().octets());
+        f.resize(256 + 14 + 20 + inner_len, 0xab);
+        f
+    }
+
+    #[test]
+    fn decapsulated_packet_too_big_for_its_link_gets_packet_too_big_back_to_the_ce() {
+        let (relay, mut fib) = setup();
+        fib.add_neighbour(
+            LAN_IF,
+            "2001:db8:0:100::5".parse().unwrap(),
+            [2, 0, 0, 0, 0, 0x55],
+        );
+        fib.set_link_mtu(LAN_IF, 1400);
+        let counters = Counters::default();
+        let mut st = relay.worker_state(0);
+        let ports = [LAN_IF, WAN_IF];
+        // 1400 bytes fit the LAN: decapsulated and sent.
+        let mut chunk = ce1_frame(1400);
+        let len = chunk.len() - 256;
+        let d = dispose(
+            &ctx(&relay, &fib, &ports, &counters),
+            &mut st,
+            &mut chunk,
+            256,
+            len,
+            0,
+        );
+        assert!(
+            matches!(
+                d,
+                Disposition::Transmit {
+                    port: 0,
+                    len: 1414,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+        // 1401 do not: a Packet Too Big with the LAN's MTU goes back to
+        // CE1, encapsulated, quoting the packet as it arrived.
+        let mut chunk = ce1_frame(1401);
+        let len = chunk.len() - 256;
+        let d = dispose(
+            &ctx(&relay, &fib, &ports, &counters),
+            &mut st,
+            &mut chunk,
+            256,
+            len,
+            0,
+        );
+        let Disposition::Transmit { port: 1, head, len } = d else {
+            panic!("{d:?}");
+        };
+        let out = &chunk[head..head + len];
+        assert_eq!(len, 14 + 20 + 1280);
+        assert_eq!(&out[14 + 16..14 + 20], &[10, 96, 1, 100]);
+        let icmp = &out[14 + 20 + 40..];
+        assert_eq!((icmp[0], icmp[1]), (2, 0));
+        assert_eq!(&icmp[4..8], &1400u32.to_be_bytes());
+        assert_eq!(icmp[8 + 7], 64, "hop limit as it arrived");
+        let t = super::super::counters::Totals::sum([&counters]);
+        assert_eq!(t.get_path(Path::Decapsulated), 1);
+        assert_eq!(t.get_path(Path::IcmpPacketTooBig), 1);
+        // The slow path (no ports: the kernel sends) answers the same.
+        let mut chunk = ce1_frame(1401);
+        let len = chunk.len() - 256;
+        let d = dispose(
+            &ctx(&relay, &fib, &[], &counters),
+            &mut st,
+            &mut chunk,
+            256,
+            len,
+            0,
+        );
+        assert!(
+            matches!(d, Disposition::KernelIpv4 { len: 1300, .. }),
+            "{d:?}"
+        );
     }
 
     #[test]

@@ -481,6 +481,35 @@ impl Relay {
         }
     }
 
+    /// RFC 4443 §3.2: a decapsulated packet larger than the MTU of the
+    /// link it would leave by (`mtu`, from the kernel's routes) is answered
+    /// with Packet Too Big, back to its CE, instead of being sent. It
+    /// happens to packets the kernel reassembled from protocol-41
+    /// fragments, or when the native link's MTU is below the tunnel's.
+    pub fn too_big_for_link(
+        &self,
+        state: &mut WorkerState,
+        frame: &mut Frame,
+        now_ns: u64,
+        mtu: u32,
+    ) -> Verdict {
+        let d = frame.data();
+        if d.len() < IPV6_HEADER_LEN || d[0] >> 4 != 6 {
+            return Verdict::Drop(DropReason::Malformed);
+        }
+        let (src, hop_limit) = (ipv6_at(d, 8), d[7]);
+        let Some(domain) = self.domains.find(src) else {
+            return Verdict::Drop(DropReason::PacketTooBig);
+        };
+        // Quote the packet as it arrived: undo decapsulate's decrement.
+        frame.data_mut()[7] = hop_limit.saturating_add(1);
+        let error = Icmpv6Error::PacketTooBig(mtu.max(u32::from(IPV6_MIN_MTU)));
+        match self.answer(state, frame, now_ns, domain, error, false) {
+            Ok(v) => v,
+            Err(reason) => Verdict::Drop(reason),
+        }
+    }
+
     /// RFC 4213 §3.4: an ICMPv4 error about a packet we encapsulated goes
     /// back to the IPv6 sender as the matching ICMPv6 error, when the
     /// router quoted enough of it to find the IPv6 header.
