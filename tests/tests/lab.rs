@@ -164,6 +164,14 @@ fn spoofed_martian_and_malformed_packets_are_dropped_and_counted() {
             ),
         ),
         (
+            // Hairpin to 10.96.255.255, the WAN subnet's broadcast.
+            "ipv4-broadcast",
+            frame(
+                icmpv6_echo(CE1_V6, "2001:db8:0:f096:a60:ffff::1", 64, 8),
+                true,
+            ),
+        ),
+        (
             "truncated",
             frame(icmpv6_echo(CE1_V6, LAN_SERVER, 64, 8)[..30].to_vec(), true),
         ),

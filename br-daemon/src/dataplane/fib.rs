@@ -39,6 +39,8 @@ enum RouteKind {
     Reject,
     /// throw: go on with the next rule.
     Throw,
+    /// A subnet's broadcast address (local table).
+    Broadcast,
 }
 
 /// One next hop of a route.
@@ -103,6 +105,8 @@ pub enum NextHop {
     Local,
     /// No route, or a reject route.
     Unreachable,
+    /// The broadcast address of a subnet the host is on.
+    Broadcast,
 }
 
 impl NextHop {
@@ -110,7 +114,7 @@ impl NextHop {
     pub fn mtu(&self) -> Option<u32> {
         match *self {
             NextHop::Direct { mtu, .. } | NextHop::Unresolved { mtu, .. } => mtu,
-            NextHop::Local | NextHop::Unreachable => None,
+            NextHop::Local | NextHop::Unreachable | NextHop::Broadcast => None,
         }
     }
 }
@@ -189,6 +193,7 @@ impl Fib {
         Some(match route.kind {
             RouteKind::Throw => return None,
             RouteKind::Local => NextHop::Local,
+            RouteKind::Broadcast => NextHop::Broadcast,
             RouteKind::Reject => NextHop::Unreachable,
             RouteKind::Unicast => {
                 let Some(hop) = route.hop_for(bits) else {
@@ -332,6 +337,7 @@ const NDA_LLADDR: u16 = 2;
 
 const RTN_UNICAST: u8 = 1;
 const RTN_LOCAL: u8 = 2;
+const RTN_BROADCAST: u8 = 3;
 const RTN_BLACKHOLE: u8 = 6;
 const RTN_UNREACHABLE: u8 = 7;
 const RTN_PROHIBIT: u8 = 8;
@@ -390,7 +396,8 @@ fn parse_route(body: &[u8]) -> Option<Route> {
         RTN_LOCAL => RouteKind::Local,
         RTN_BLACKHOLE | RTN_UNREACHABLE | RTN_PROHIBIT => RouteKind::Reject,
         RTN_THROW => RouteKind::Throw,
-        _ => return None, // broadcast, multicast, anycast: not for unicast forwarding
+        RTN_BROADCAST => RouteKind::Broadcast,
+        _ => return None, // multicast, anycast: not for unicast forwarding
     };
     let rtm_flags = u32_from(&body[8..12])?;
     let mut r = Route {
@@ -887,6 +894,16 @@ mod tests {
         fib.link_macs.insert(3, [2, 0, 0, 0, 0, 3]);
         fib.link_macs.insert(2, [2, 0, 0, 0, 0, 2]);
         fib.link_mtus.insert(3, 1500);
+        let mut broadcast = route(
+            libc::AF_INET,
+            32,
+            RTN_BROADCAST,
+            &[10, 96, 255, 255],
+            None,
+            3,
+        );
+        broadcast[4] = 255; // the local table
+        fib.routes.extend(parse_route(&broadcast));
         let (k, mac) = parse_neighbour(&neigh(
             libc::AF_INET,
             3,
@@ -920,6 +937,10 @@ mod tests {
                 ifindex: 3,
                 mtu: Some(1500)
             }
+        );
+        assert_eq!(
+            fib.lookup_v4("10.96.255.255".parse().unwrap()),
+            NextHop::Broadcast
         );
         // Off-link: the gateway's neighbour entry is what matters.
         assert_eq!(

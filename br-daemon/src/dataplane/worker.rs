@@ -188,6 +188,7 @@ fn place(
             _ => to_kernel(false),
         },
         NextHop::Unreachable => Disposition::Drop(DropReason::NoRoute),
+        NextHop::Broadcast => Disposition::Drop(DropReason::Ipv4Broadcast),
     }
 }
 

@@ -87,6 +87,8 @@ named_enum! {
         NotIp => "not-ip",
         /// Forwarder: the kernel has no route (or a reject route) to the next destination.
         NoRoute => "no-route",
+        /// Forwarder: the CE address is the broadcast address of a subnet the host is on (a `broadcast` route in the kernel's local table); a router forwards no directed broadcast (RFC 2644).
+        Ipv4Broadcast => "ipv4-broadcast",
         /// Forwarder: the egress AF_XDP TX ring was full.
         TxRingFull => "tx-ring-full",
         /// Forwarder: plaintext protocol 41 from a CE that an inbound IPsec policy says must arrive encrypted (RFC 4301 §5.2); the XDP program leaves these to the kernel, this catches a policy that changed in between.
