@@ -62,11 +62,14 @@ pub struct Relay {
     icmp_rate: IcmpRate,
 }
 
-/// Per-worker mutable state: the IPv4 ID counter and the ICMP limiter.
+/// Per-worker mutable state: the IPv4 ID counter and the ICMP limiters.
 #[derive(Clone, Debug)]
 pub struct WorkerState {
     next_ipv4_id: u16,
-    icmp: TokenBucket,
+    /// One bucket per ICMPv6 error type ([`Icmpv6Error::bucket`]): a flood
+    /// that earns one type (hop limit 1) cannot starve another (the Packet
+    /// Too Big that path MTU discovery needs).
+    icmp: [TokenBucket; 3],
 }
 
 impl WorkerState {
@@ -89,6 +92,15 @@ enum Icmpv6Error {
 }
 
 impl Icmpv6Error {
+    /// Which of the worker's rate-limit buckets this error takes from.
+    fn bucket(self) -> usize {
+        match self {
+            Icmpv6Error::DestinationUnreachable(_) => 0,
+            Icmpv6Error::PacketTooBig(_) => 1,
+            Icmpv6Error::TimeExceeded => 2,
+        }
+    }
+
     fn type_code_param(self) -> (u8, u8, u32) {
         match self {
             Icmpv6Error::DestinationUnreachable(code) => (1, code, 0),
@@ -247,7 +259,7 @@ impl Relay {
     pub fn worker_state(&self, worker: u16) -> WorkerState {
         WorkerState {
             next_ipv4_id: worker.wrapping_mul(0x9e37),
-            icmp: TokenBucket::new(self.icmp_rate),
+            icmp: [TokenBucket::new(self.icmp_rate); 3],
         }
     }
 
@@ -368,7 +380,7 @@ impl Relay {
         if !may_send_error_about(frame.data()) {
             return Err(silent);
         }
-        if !state.icmp.allow(now_ns) {
+        if !state.icmp[error.bucket()].allow(now_ns) {
             return Err(DropReason::IcmpRateLimited);
         }
         if !write_icmpv6_error(frame, domain.icmp_source(), error) {

@@ -23,7 +23,7 @@ impl Default for IcmpRate {
 }
 
 /// A token bucket in nanosecond units.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct TokenBucket {
     rate: IcmpRate,
     /// Tokens scaled by 1e9 so refills need no division per packet.

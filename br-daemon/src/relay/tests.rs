@@ -568,6 +568,32 @@ fn icmp_errors_are_rate_limited() {
 }
 
 #[test]
+fn a_time_exceeded_flood_does_not_starve_packet_too_big() {
+    let relay = scenario_relay();
+    let mut st = relay.worker_state(0);
+    let hop_limit_1 = echo(LAN_SERVER, CE1_V6, 1, 0, 8);
+    for _ in 0..50 {
+        run(&relay, &mut st, &hop_limit_1, false, 7);
+    }
+    let exhausted = run(&relay, &mut st, &hop_limit_1, false, 7).0;
+    assert_eq!(exhausted, Verdict::Drop(DropReason::IcmpRateLimited));
+    // Same instant, another type: its own bucket is full.
+    let too_big = echo(LAN_SERVER, CE1_V6, 64, 0, 1400);
+    let (v, out) = run(&relay, &mut st, &too_big, false, 7);
+    assert!(
+        matches!(
+            v,
+            Verdict::Forward {
+                path: Path::IcmpPacketTooBig,
+                ..
+            }
+        ),
+        "{v:?}"
+    );
+    assert_eq!(out[40], 2, "ICMPv6 Packet Too Big");
+}
+
+#[test]
 fn ecn_follows_rfc6040() {
     // Encapsulation copies the whole traffic class (normal mode).
     let (_, out) = once(&echo(LAN_SERVER, CE1_V6, 64, 0x03, 0), false);
