@@ -38,36 +38,31 @@ impl TunAddresses {
     /// interface `dev`: additions first, then removals.
     pub fn changes_to(&self, new: &TunAddresses, dev: &str) -> Vec<Vec<String>> {
         let mut out = Vec::new();
-        let mut cmd = |words: &[&str], what: String| {
+        let mut cmd = |words: &[&str], what: String, extra: &[&str]| {
             let mut v: Vec<String> = words.iter().map(|w| w.to_string()).collect();
             v.insert(3, what);
-            v.extend(["dev".to_string(), dev.to_string()]);
+            v.extend(["dev", dev].iter().chain(extra).map(|w| w.to_string()));
             out.push(v);
         };
-        for a in new.ipv6.difference(&self.ipv6) {
-            cmd(&["-6", "addr", "replace"], format!("{a}/128"));
-        }
-        for a in new.ipv4.difference(&self.ipv4) {
-            cmd(&["-4", "addr", "replace"], format!("{a}/32"));
-        }
-        for r in new.routes.difference(&self.routes) {
-            cmd(&["-6", "route", "replace"], r.to_string());
-        }
-        for r in self.routes.difference(&new.routes) {
-            cmd(&["-6", "route", "del"], r.to_string());
-        }
-        for a in self.ipv4.difference(&new.ipv4) {
-            cmd(&["-4", "addr", "del"], format!("{a}/32"));
-        }
-        for a in self.ipv6.difference(&new.ipv6) {
-            cmd(&["-6", "addr", "del"], format!("{a}/128"));
-        }
         // No duplicate address detection on the BR's /128: it is the only
         // holder, and DAD would delay the address.
-        for c in out.iter_mut() {
-            if c[0] == "-6" && c[1] == "addr" && c[2] == "replace" {
-                c.push("nodad".to_string());
-            }
+        for a in new.ipv6.difference(&self.ipv6) {
+            cmd(&["-6", "addr", "replace"], format!("{a}/128"), &["nodad"]);
+        }
+        for a in new.ipv4.difference(&self.ipv4) {
+            cmd(&["-4", "addr", "replace"], format!("{a}/32"), &[]);
+        }
+        for r in new.routes.difference(&self.routes) {
+            cmd(&["-6", "route", "replace"], r.to_string(), &[]);
+        }
+        for r in self.routes.difference(&new.routes) {
+            cmd(&["-6", "route", "del"], r.to_string(), &[]);
+        }
+        for a in self.ipv4.difference(&new.ipv4) {
+            cmd(&["-4", "addr", "del"], format!("{a}/32"), &[]);
+        }
+        for a in self.ipv6.difference(&new.ipv6) {
+            cmd(&["-6", "addr", "del"], format!("{a}/128"), &[]);
         }
         out
     }

@@ -658,6 +658,28 @@ mod tests {
         f
     }
 
+    /// Disposes of CE1's frame of `inner_len` bytes with `ports` attached.
+    fn from_wan(
+        relay: &Relay,
+        fib: &Fib,
+        counters: &Counters,
+        ports: &[u32],
+        st: &mut WorkerState,
+        inner_len: usize,
+    ) -> (Disposition, Vec<u8>) {
+        let mut chunk = ce1_frame(inner_len);
+        let len = chunk.len() - 256;
+        let d = dispose(
+            &ctx(relay, fib, ports, counters),
+            st,
+            &mut chunk,
+            256,
+            len,
+            0,
+        );
+        (d, chunk)
+    }
+
     #[test]
     fn decapsulated_packet_too_big_for_its_link_gets_packet_too_big_back_to_the_ce() {
         let (relay, mut fib) = setup();
@@ -671,16 +693,7 @@ mod tests {
         let mut st = relay.worker_state(0);
         let ports = [LAN_IF, WAN_IF];
         // 1400 bytes fit the LAN: decapsulated and sent.
-        let mut chunk = ce1_frame(1400);
-        let len = chunk.len() - 256;
-        let d = dispose(
-            &ctx(&relay, &fib, &ports, &counters),
-            &mut st,
-            &mut chunk,
-            256,
-            len,
-            0,
-        );
+        let (d, _) = from_wan(&relay, &fib, &counters, &ports, &mut st, 1400);
         assert!(
             matches!(
                 d,
@@ -694,16 +707,7 @@ mod tests {
         );
         // 1401 do not: a Packet Too Big with the LAN's MTU goes back to
         // CE1, encapsulated, quoting the packet as it arrived.
-        let mut chunk = ce1_frame(1401);
-        let len = chunk.len() - 256;
-        let d = dispose(
-            &ctx(&relay, &fib, &ports, &counters),
-            &mut st,
-            &mut chunk,
-            256,
-            len,
-            0,
-        );
+        let (d, chunk) = from_wan(&relay, &fib, &counters, &ports, &mut st, 1401);
         let Disposition::Transmit { port: 1, head, len } = d else {
             panic!("{d:?}");
         };
@@ -718,16 +722,7 @@ mod tests {
         assert_eq!(t.get_path(Path::Decapsulated), 1);
         assert_eq!(t.get_path(Path::IcmpPacketTooBig), 1);
         // The slow path (no ports: the kernel sends) answers the same.
-        let mut chunk = ce1_frame(1401);
-        let len = chunk.len() - 256;
-        let d = dispose(
-            &ctx(&relay, &fib, &[], &counters),
-            &mut st,
-            &mut chunk,
-            256,
-            len,
-            0,
-        );
+        let (d, _) = from_wan(&relay, &fib, &counters, &[], &mut st, 1401);
         assert!(
             matches!(d, Disposition::KernelIpv4 { len: 1300, .. }),
             "{d:?}"
