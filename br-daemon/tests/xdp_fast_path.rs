@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use aya::programs::{TestRun, TestRunOptions};
 use br_daemon::dataplane::counters::Counters;
 use br_daemon::dataplane::fib::Fib;
-use br_daemon::dataplane::worker::{dispose, Context, Disposition};
+use br_daemon::dataplane::worker::{dispose, Context, Disposition, Handoff};
 use br_daemon::dataplane::xdp::Steering;
 use br_daemon::dataplane::xfrm::{Direction, Ipsec, Policy, Template};
 use br_daemon::relay::{Domain, DomainSpec, Domains, IcmpRate, Relay};
@@ -529,7 +529,13 @@ fn ipsec_policies_keep_covered_packets_off_the_fast_path() {
             let d = dispose(&ctx, &mut state, &mut chunk, HEADROOM, input.len(), 0);
             if expect_ipsec {
                 assert!(
-                    matches!(d, Disposition::KernelIpv4 { ipsec: true, .. }),
+                    matches!(
+                        d,
+                        Disposition::KernelIpv4 {
+                            via: Handoff::Ipsec,
+                            ..
+                        }
+                    ),
                     "{d:?}"
                 );
             } else {

@@ -579,3 +579,90 @@ fn reload_touches_only_what_changed_and_loses_nothing_for_the_br_itself() {
     let (n, out) = ping(&lab.lan, &format!("-6 -c 2 -i 0.2 {CE1_V6}"));
     assert_eq!(n, 2, "relaying again\n{out}\n{}", lab.daemon_output());
 }
+
+/// 5,000 packets in 1.5 s from the LAN to 6rd addresses of CEs that do
+/// not exist (10.96.2.0 - 10.96.21.249: on the WAN subnet, so each waits
+/// for ARP that never answers) while LAN <-> CE1 pings run at 100/s each
+/// way. Returns (received, sent) of the pings during and after the flood.
+fn flood_unresolved_ces(lab: &Lab) -> [(u32, u32); 2] {
+    let gw_mac = lab.gw.mac("gw-lan");
+    let lan_mac = lab.lan.mac("lan0");
+    let flood: Vec<Vec<u8>> = (0..5000u32)
+        .map(|i| {
+            let (hi, lo) = (2 + i / 250, i % 250);
+            let dst = format!("2001:db8:0:f096:a60:{:02x}{:02x}::1", hi, lo);
+            let mut f = [gw_mac, lan_mac].concat();
+            f.extend_from_slice(&[0x86, 0xdd]);
+            f.extend_from_slice(&icmpv6_echo(LAN_SERVER, &dst, 64, 64));
+            f
+        })
+        .collect();
+    let pings = |count: u32| {
+        let args = format!("-6 -c {count} -i 0.01 -W 1");
+        std::thread::scope(|s| {
+            let there = s.spawn(|| ping(&lab.lan, &format!("{args} {CE1_V6}")));
+            let back = s.spawn(|| ping(&lab.ce1, &format!("{args} {LAN_SERVER}")));
+            let (there, back) = (there.join().unwrap(), back.join().unwrap());
+            (there.0 + back.0, 2 * count)
+        })
+    };
+    let during = std::thread::scope(|s| {
+        let legit = s.spawn(|| pings(300));
+        std::thread::sleep(Duration::from_millis(500));
+        for batch in flood.chunks(100) {
+            lab.lan.send_frames("lan0", batch.to_vec());
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        legit.join().unwrap()
+    });
+    [during, pings(100)]
+}
+
+fn flood_leaves_legitimate_traffic_intact(fast_path_peers: bool) {
+    let mut lab = Lab::start(LabOptions {
+        queues: 2,
+        extra_config: String::new(),
+        extra_domains: String::new(),
+        emulated_ces: true,
+        ce_emulator: env!("CARGO_BIN_EXE_ce-emulator").into(),
+        fast_path_peers,
+    });
+    // Resolve the neighbours first: legitimate traffic is established.
+    let (n, out) = ping(&lab.lan, &format!("-6 -c 3 -i 0.2 {CE1_V6}"));
+    assert_eq!(n, 3, "{out}\n{}", lab.daemon_output());
+    let [during, after] = flood_unresolved_ces(&lab);
+    let path = if fast_path_peers {
+        "XDP fast path"
+    } else {
+        "AF_XDP forwarder"
+    };
+    eprintln!(
+        "{path}: during the flood {}/{} pings crossed, after it {}/{}; \
+         kernel-send-failed {}, tx-kernel {}",
+        during.0,
+        during.1,
+        after.0,
+        after.1,
+        lab.counter("reason", "kernel-send-failed"),
+        lab.counter("io", "tx-kernel"),
+    );
+    // A ping lost to the flood's own ARP churn is tolerated; a stall is not.
+    assert!(
+        during.0 * 100 >= during.1 * 98,
+        "{during:?}\n{}",
+        lab.metrics()
+    );
+    assert_eq!(after.0, after.1, "{}", lab.metrics());
+    let summary = lab.stop_daemon();
+    assert!(!summary.contains("MISMATCH"), "{summary}");
+}
+
+#[test]
+fn a_flood_towards_ces_that_do_not_exist_leaves_the_afxdp_forwarder_flowing() {
+    flood_leaves_legitimate_traffic_intact(false);
+}
+
+#[test]
+fn a_flood_towards_ces_that_do_not_exist_leaves_the_xdp_fast_path_flowing() {
+    flood_leaves_legitimate_traffic_intact(true);
+}

@@ -63,7 +63,12 @@ fn owned(fd: libc::c_int) -> OwnedFd {
 /// 255, which an xfrm selector `proto 41` does not match). A filter that
 /// accepts nothing keeps every received protocol-41 packet off its queue.
 fn send_only_protocol41_socket() -> io::Result<OwnedFd> {
-    let fd = raw_socket(libc::AF_INET, 0, 41, "raw IPv4 socket for protocol 41")?;
+    let fd = raw_socket(
+        libc::AF_INET,
+        libc::SOCK_NONBLOCK,
+        41,
+        "raw IPv4 socket for protocol 41",
+    )?;
     let on: libc::c_int = 1;
     // SAFETY: setsockopt with a live int of the size passed.
     let r = unsafe {
@@ -117,13 +122,40 @@ pub fn ip(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Why a relayed packet is handed to the kernel. Each reason has its own
+/// send socket: a packet to a neighbour that is not resolved yet waits in
+/// the kernel (up to the ARP/ND timeout) charged to its socket's send
+/// buffer, so a flood towards CEs that do not exist fills that buffer;
+/// with sockets of their own, IPsec and routed packets still leave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handoff {
+    /// An outbound IPsec policy covers it: the kernel encrypts it.
+    Ipsec,
+    /// The next hop's neighbour entry is not resolved yet.
+    Neighbour,
+    /// An egress without XDP, or a destination of the host.
+    Route,
+}
+
+impl Handoff {
+    /// The index of this reason's send socket.
+    fn socket(self) -> usize {
+        match self {
+            Handoff::Ipsec | Handoff::Route => 0,
+            Handoff::Neighbour => 1,
+        }
+    }
+}
+
 /// The sockets and the TUN device of the slow path.
 pub struct SlowPath {
     tun: OwnedFd,
     tun_name: String,
     raw41: OwnedFd,
-    out4: OwnedFd,
-    out6: OwnedFd,
+    /// Send sockets, indexed by [`Handoff::socket`]; non-blocking, so a
+    /// full send buffer is a counted drop, never a stalled worker.
+    out4: [OwnedFd; 2],
+    out6: [OwnedFd; 2],
     /// What the TUN carries now, for the next set_domains to change.
     installed: Mutex<Option<TunAddresses>>,
 }
@@ -162,9 +194,20 @@ impl SlowPath {
             41,
             "raw socket for protocol 41",
         )?;
-        let out4 = send_only_protocol41_socket()?;
+        let out4 = [
+            send_only_protocol41_socket()?,
+            send_only_protocol41_socket()?,
+        ];
         // IPPROTO_RAW on IPv6 implies IPV6_HDRINCL.
-        let out6 = raw_socket(libc::AF_INET6, 0, libc::IPPROTO_RAW, "raw IPv6 socket")?;
+        let raw6 = || {
+            raw_socket(
+                libc::AF_INET6,
+                libc::SOCK_NONBLOCK,
+                libc::IPPROTO_RAW,
+                "raw IPv6 socket",
+            )
+        };
+        let out6 = [raw6()?, raw6()?];
         let slow = SlowPath {
             tun,
             tun_name: tun_name.to_string(),
@@ -261,7 +304,7 @@ impl SlowPath {
     /// own source goes along as IP_PKTINFO: a header-included raw socket's
     /// flow otherwise carries the source the route picks (the WAN
     /// address), and an IPsec policy for the BR address would not match.
-    pub fn send_ipv4(&self, packet: &[u8], dst: Ipv4Addr) -> io::Result<()> {
+    pub fn send_ipv4(&self, packet: &[u8], dst: Ipv4Addr, via: Handoff) -> io::Result<()> {
         // SAFETY: zeroed sockaddr_in is valid; fields set below.
         let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
         sa.sin_family = libc::AF_INET as u16;
@@ -302,13 +345,14 @@ impl SlowPath {
                 libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize;
             std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::in_pktinfo>(), info);
         }
+        let fd = self.out4[via.socket()].as_raw_fd();
         // SAFETY: msg and everything it points at are live.
-        let n = unsafe { libc::sendmsg(self.out4.as_raw_fd(), &msg, 0) };
+        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT) };
         cvt(n as libc::c_int, "sendmsg raw IPv4").map(drop)
     }
 
     /// Hands a complete IPv6 packet to the kernel to route.
-    pub fn send_ipv6(&self, packet: &[u8], dst: Ipv6Addr) -> io::Result<()> {
+    pub fn send_ipv6(&self, packet: &[u8], dst: Ipv6Addr, via: Handoff) -> io::Result<()> {
         // SAFETY: zeroed sockaddr_in6 is valid; fields set below.
         let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
         sa.sin6_family = libc::AF_INET6 as u16;
@@ -316,10 +360,10 @@ impl SlowPath {
         // SAFETY: packet and sa are live and sized as passed.
         let n = unsafe {
             libc::sendto(
-                self.out6.as_raw_fd(),
+                self.out6[via.socket()].as_raw_fd(),
                 packet.as_ptr().cast(),
                 packet.len(),
-                0,
+                libc::MSG_DONTWAIT,
                 (&sa as *const libc::sockaddr_in6).cast(),
                 std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
             )

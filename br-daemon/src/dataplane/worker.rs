@@ -17,6 +17,7 @@ use std::time::Instant;
 use super::counters::{Counters, Io};
 use super::fib::{Fib, NextHop};
 use super::publish::Reader;
+pub use super::slowpath::Handoff;
 use super::slowpath::SlowPath;
 use super::xfrm::Ipsec;
 use super::xsk::{Umem, XskSocket, FRAME_SIZE};
@@ -37,20 +38,20 @@ pub enum Disposition {
         head: usize,
         len: usize,
     },
-    /// To the kernel to route: IPv4 packet `chunk[head..head + len]`;
-    /// `ipsec`: an outbound IPsec policy covers it (the kernel encrypts it).
+    /// To the kernel to route: IPv4 packet `chunk[head..head + len]`,
+    /// for the reason `via` says.
     KernelIpv4 {
         dst: Ipv4Addr,
         head: usize,
         len: usize,
-        ipsec: bool,
+        via: Handoff,
     },
     /// To the kernel to route: IPv6 packet.
     KernelIpv6 {
         dst: Ipv6Addr,
         head: usize,
         len: usize,
-        ipsec: bool,
+        via: Handoff,
     },
     /// To the host's own stack: IPv6 packet.
     Host { head: usize, len: usize },
@@ -145,10 +146,10 @@ fn place(
     next_hop: Option<NextHop>,
 ) -> Disposition {
     let (head, len) = (frame.head(), frame.len());
-    let to_kernel = |ipsec| kernel_disposition(egress, head, len, ipsec);
+    let to_kernel = |via| kernel_disposition(egress, head, len, via);
     // A frame sent from here never meets xfrm: IPsec is the kernel's.
     if protected_out(ctx.fib.ipsec(), frame.data(), egress) {
-        return to_kernel(true);
+        return to_kernel(Handoff::Ipsec);
     }
     let ethertype = match egress {
         Egress::Host => return Disposition::Host { head, len },
@@ -164,7 +165,7 @@ fn place(
         } => {
             let Some(port) = ctx.ports.iter().position(|&p| p == ifindex) else {
                 // An egress without XDP: the kernel sends it.
-                return to_kernel(false);
+                return to_kernel(Handoff::Route);
             };
             if !frame.push(ETH_HEADER_LEN) {
                 return Disposition::Drop(DropReason::NoHeadroom);
@@ -180,12 +181,12 @@ fn place(
             }
         }
         // The kernel resolves the neighbour; the next packets go direct.
-        NextHop::Unresolved { .. } => to_kernel(false),
+        NextHop::Unresolved { .. } => to_kernel(Handoff::Neighbour),
         // Ours: an encapsulated packet for a local IPv4 address, or an
         // IPv6 destination on this host.
         NextHop::Local => match egress {
             Egress::Ipv6 { .. } => Disposition::Host { head, len },
-            _ => to_kernel(false),
+            _ => to_kernel(Handoff::Route),
         },
         NextHop::Unreachable => Disposition::Drop(DropReason::NoRoute),
         NextHop::Broadcast => Disposition::Drop(DropReason::Ipv4Broadcast),
@@ -193,19 +194,19 @@ fn place(
 }
 
 /// Where the kernel takes a relayed packet `chunk[head..head + len]`.
-fn kernel_disposition(egress: Egress, head: usize, len: usize, ipsec: bool) -> Disposition {
+fn kernel_disposition(egress: Egress, head: usize, len: usize, via: Handoff) -> Disposition {
     match egress {
         Egress::Ipv4 { dst } => Disposition::KernelIpv4 {
             dst,
             head,
             len,
-            ipsec,
+            via,
         },
         Egress::Ipv6 { dst } => Disposition::KernelIpv6 {
             dst,
             head,
             len,
-            ipsec,
+            via,
         },
         Egress::Host => Disposition::Host { head, len },
     }
@@ -390,18 +391,18 @@ pub fn deliver_elsewhere(slow: &SlowPath, counters: &Counters, chunk: &[u8], d: 
             dst,
             head,
             len,
-            ipsec,
+            via,
         } => slow
-            .send_ipv4(&chunk[head..head + len], dst)
-            .map(|_| kernel_io(ipsec)),
+            .send_ipv4(&chunk[head..head + len], dst, via)
+            .map(|_| kernel_io(via)),
         Disposition::KernelIpv6 {
             dst,
             head,
             len,
-            ipsec,
+            via,
         } => slow
-            .send_ipv6(&chunk[head..head + len], dst)
-            .map(|_| kernel_io(ipsec)),
+            .send_ipv6(&chunk[head..head + len], dst, via)
+            .map(|_| kernel_io(via)),
         Disposition::Host { head, len } => {
             slow.to_host(&chunk[head..head + len]).map(|_| Io::SentHost)
         }
@@ -415,11 +416,10 @@ pub fn deliver_elsewhere(slow: &SlowPath, counters: &Counters, chunk: &[u8], d: 
     }
 }
 
-fn kernel_io(ipsec: bool) -> Io {
-    if ipsec {
-        Io::SentKernelIpsec
-    } else {
-        Io::SentKernel
+fn kernel_io(via: Handoff) -> Io {
+    match via {
+        Handoff::Ipsec => Io::SentKernelIpsec,
+        Handoff::Neighbour | Handoff::Route => Io::SentKernel,
     }
 }
 
@@ -616,7 +616,7 @@ mod tests {
                 dst: "10.96.1.101".parse().unwrap(),
                 head: 256 + 14 - 20,
                 len: 60,
-                ipsec: false,
+                via: Handoff::Neighbour,
             }
         );
         // 11.0.0.1 has no route at all.
