@@ -474,7 +474,7 @@ pub fn run_slow_path(
                 let verdict = if host_multicast {
                     Verdict::Drop(DropReason::HostMulticast)
                 } else if from_tun {
-                    relay.get().from_ipv6(&mut state, &mut frame, now_ns)
+                    relay.get().from_host_ipv6(&mut state, &mut frame, now_ns)
                 } else {
                     relay.get().from_ipv4(&mut state, &mut frame, now_ns)
                 };

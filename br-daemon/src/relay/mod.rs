@@ -263,10 +263,26 @@ impl Relay {
         }
     }
 
-    /// A native IPv6 packet (from the LAN, or from the host): encapsulate
-    /// it to its CE, or answer it.
+    /// A native IPv6 packet from an interface (the LAN): encapsulate it
+    /// to its CE, or answer it. No 6rd address is a source here, not even
+    /// the BR's own (RFC 5969 §12 asks a BR to check sources).
     pub fn from_ipv6(&self, state: &mut WorkerState, frame: &mut Frame, now_ns: u64) -> Verdict {
-        match self.try_from_ipv6(state, frame, now_ns) {
+        match self.try_from_ipv6(state, frame, now_ns, false) {
+            Ok(v) => v,
+            Err(reason) => Verdict::Drop(reason),
+        }
+    }
+
+    /// A native IPv6 packet the host sent into the TUN interface: as
+    /// [`Relay::from_ipv6`], but the BR's own addresses (its 6rd address
+    /// and its delegated prefix) are the host's and may be sources.
+    pub fn from_host_ipv6(
+        &self,
+        state: &mut WorkerState,
+        frame: &mut Frame,
+        now_ns: u64,
+    ) -> Verdict {
+        match self.try_from_ipv6(state, frame, now_ns, true) {
             Ok(v) => v,
             Err(reason) => Verdict::Drop(reason),
         }
@@ -277,6 +293,7 @@ impl Relay {
         state: &mut WorkerState,
         frame: &mut Frame,
         now_ns: u64,
+        from_host: bool,
     ) -> Result<Verdict, DropReason> {
         let ip = parse_ipv6(frame)?;
         if is_martian_ipv6(ip.dst) {
@@ -296,10 +313,11 @@ impl Relay {
             return Err(DropReason::MartianSource);
         }
         // A native packet cannot come from a CE: CE sources arrive
-        // encapsulated. Only the BR's own addresses (the host, through
-        // the TUN interface) may use a 6rd source natively.
+        // encapsulated. Only the BR's own addresses may use a 6rd source
+        // natively, and only from the host itself.
         if let Some(src_domain) = self.domains.find(ip.src) {
-            if ip.src != src_domain.br_ipv6() && !src_domain.in_br_prefix(ip.src) {
+            let br_own = ip.src == src_domain.br_ipv6() || src_domain.in_br_prefix(ip.src);
+            if !(from_host && br_own) {
                 return Err(DropReason::SpoofedSource);
             }
         }

@@ -725,13 +725,25 @@ fn native_packets_cannot_claim_a_ce_source() {
     // arrives encapsulated.
     let p = echo(CE2_V6, CE1_V6, 64, 0, 8);
     assert_eq!(drop_reason(&p, false), DropReason::SpoofedSource);
-    // The BR's own address is the host's, through its TUN interface.
-    let p = echo(BR_V6, CE1_V6, 64, 0, 8);
-    assert!(matches!(
-        once(&p, false).0,
-        Verdict::Forward {
-            path: Path::Encapsulated,
-            ..
-        }
-    ));
+    // The BR's own address and delegated prefix are the host's: from an
+    // interface they are spoofed, through the TUN interface they relay.
+    let relay = scenario_relay();
+    for src in [BR_V6, "2001:db8:0:f096:aff:ffde::77"] {
+        let p = echo(src, CE1_V6, 64, 0, 8);
+        assert_eq!(drop_reason(&p, false), DropReason::SpoofedSource, "{src}");
+        let mut buf = vec![0u8; HEADROOM + p.len()];
+        buf[HEADROOM..].copy_from_slice(&p);
+        let mut frame = Frame::new(&mut buf, HEADROOM, p.len()).unwrap();
+        let v = relay.from_host_ipv6(&mut relay.worker_state(0), &mut frame, 1);
+        assert!(
+            matches!(
+                v,
+                Verdict::Forward {
+                    path: Path::Encapsulated,
+                    ..
+                }
+            ),
+            "{src}: {v:?}"
+        );
+    }
 }
