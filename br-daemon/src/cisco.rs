@@ -197,6 +197,12 @@ pub fn import(text: &str, origin: &str) -> Result<Import, ImportError> {
         "# with the gateway's LAN and WAN (VPC side) interfaces."
     );
     let _ = writeln!(toml, "interfaces = [\"CHANGE-ME-lan\", \"CHANGE-ME-wan\"]");
+    let _ = writeln!(
+        toml,
+        "# Protocol 41 is accepted only here (the tunnel source's side; add the xfrm/VTI"
+    );
+    let _ = writeln!(toml, "# interface if the VPN is route-based).");
+    let _ = writeln!(toml, "ce-interfaces = [\"CHANGE-ME-wan\"]");
 
     for t in tunnels {
         let (prefix, prefix_line) = t

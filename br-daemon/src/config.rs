@@ -27,6 +27,9 @@ pub enum XdpMode {
 pub struct Config {
     /// Interfaces the XDP program attaches to.
     pub interfaces: Vec<String>,
+    /// Interfaces that face the CEs: protocol 41 is accepted only on these
+    /// (RFC 4213 §3.6). None: on every interface.
+    pub ce_interfaces: Option<Vec<String>>,
     /// Receive queues (and workers) per interface.
     pub queues: u16,
     /// XDP attach mode.
@@ -93,6 +96,7 @@ struct RawConfig {
 struct RawRelay {
     #[serde(default)]
     interfaces: Vec<Spanned<String>>,
+    ce_interfaces: Option<Spanned<Vec<Spanned<String>>>>,
     queues: Option<Spanned<i64>>,
     xdp_mode: Option<Spanned<String>>,
     tun: Option<Spanned<String>>,
@@ -241,22 +245,11 @@ fn build(lines: &mut Lines, raw: RawConfig) -> Option<Config> {
     let relay_span = raw.relay.as_ref().map(|r| r.span()).unwrap_or(0..0);
     let relay = raw.relay.map(Spanned::into_inner).unwrap_or_default();
 
-    let mut interfaces: Vec<String> = Vec::new();
-    for name in &relay.interfaces {
-        if let Err(why) = valid_interface_name(name.get_ref()) {
-            lines.report(
-                name.span(),
-                format!("interface {:?}: {why}", name.get_ref()),
-            );
-        } else if interfaces.contains(name.get_ref()) {
-            lines.report(
-                name.span(),
-                format!("interface {:?} is listed twice", name.get_ref()),
-            );
-        } else {
-            interfaces.push(name.get_ref().clone());
-        }
-    }
+    let interfaces = interface_list(lines, &relay.interfaces);
+    let ce_interfaces = relay
+        .ce_interfaces
+        .as_ref()
+        .map(|list| interface_list(lines, list.get_ref()));
     let queues = match &relay.queues {
         Some(q) => lines.int::<u16>(q, "queues", 1, 64),
         None => Some(1),
@@ -336,6 +329,16 @@ fn build(lines: &mut Lines, raw: RawConfig) -> Option<Config> {
             Err(e) => lines.report(d.prefix.span(), format!("domain {:?}: {e}", spec.name)),
         }
     }
+    if ce_interfaces.is_none() && !domains.is_empty() {
+        warnings.push((
+            lines.line_of(relay_span.clone()),
+            DomainWarning {
+                rule: "RFC 4213 §3.6",
+                message: "no ce-interfaces in [relay]: protocol 41 is accepted on every                           interface, so a host on the LAN can send as if it were a CE; list                           the interfaces that face the CEs (and any xfrm/VTI interface their                           IPsec traffic arrives on)"
+                    .to_string(),
+            },
+        ));
+    }
     let only_domains: Vec<Domain> = domains.iter().map(|(d, _)| d.clone()).collect();
     if let Err(e) = Domains::new(only_domains.clone()) {
         let span = domains
@@ -348,6 +351,7 @@ fn build(lines: &mut Lines, raw: RawConfig) -> Option<Config> {
     }
     Some(Config {
         interfaces,
+        ce_interfaces,
         queues: queues?,
         xdp_mode,
         tun,
@@ -358,6 +362,27 @@ fn build(lines: &mut Lines, raw: RawConfig) -> Option<Config> {
         domains: only_domains,
         warnings,
     })
+}
+
+/// A list of interface names, each valid and listed once.
+fn interface_list(lines: &mut Lines, list: &[Spanned<String>]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for name in list {
+        if let Err(why) = valid_interface_name(name.get_ref()) {
+            lines.report(
+                name.span(),
+                format!("interface {:?}: {why}", name.get_ref()),
+            );
+        } else if names.contains(name.get_ref()) {
+            lines.report(
+                name.span(),
+                format!("interface {:?} is listed twice", name.get_ref()),
+            );
+        } else {
+            names.push(name.get_ref().clone());
+        }
+    }
+    names
 }
 
 fn domain_spec(lines: &mut Lines, d: &RawDomain, index: usize) -> Option<DomainSpec> {
@@ -446,6 +471,7 @@ mod tests {
     pub(crate) const SCENARIO: &str = r#"
 [relay]
 interfaces = ["lan0", "wan0"]
+ce-interfaces = ["wan0"]
 queues = 2
 
 [[domain]]
@@ -468,6 +494,7 @@ br-ipv4 = "10.255.255.222"
     fn scenario_config_is_valid_with_warnings() {
         let c = Config::parse(SCENARIO, "t.toml").unwrap();
         assert_eq!(c.interfaces, ["lan0", "wan0"]);
+        assert_eq!(c.ce_interfaces, Some(vec!["wan0".to_string()]));
         assert_eq!(c.queues, 2);
         assert_eq!(c.xdp_mode, XdpMode::Native);
         assert!(c.xdp_fast_path, "on by default");
@@ -476,7 +503,7 @@ br-ipv4 = "10.255.255.222"
         assert_eq!(c.domains.len(), 1);
         assert_eq!(c.domains[0].mtu(), 1280);
         assert!(
-            c.warnings.iter().all(|(line, _)| *line == 6),
+            c.warnings.iter().all(|(line, _)| *line == 7),
             "{:?}",
             c.warnings
         );
@@ -484,11 +511,31 @@ br-ipv4 = "10.255.255.222"
     }
 
     #[test]
+    fn without_ce_interfaces_protocol_41_is_accepted_everywhere_with_a_warning() {
+        let text = SCENARIO.replace("ce-interfaces = [\"wan0\"]\n", "");
+        let c = Config::parse(&text, "t.toml").unwrap();
+        assert_eq!(c.ce_interfaces, None);
+        let w: Vec<_> = c
+            .warnings
+            .iter()
+            .filter(|(_, w)| w.rule == "RFC 4213 §3.6")
+            .collect();
+        assert_eq!(w.len(), 1, "{:?}", c.warnings);
+        assert_eq!(w[0].0, 2, "at [relay]");
+        assert!(w[0].1.message.contains("ce-interfaces"), "{:?}", w[0]);
+        let bad = SCENARIO.replace("[\"wan0\"]", "[\"wan0\", \"wan0\", \"a/b\"]");
+        let p = problems(&bad);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p.iter().all(|(line, _)| *line == 4), "{p:?}");
+        assert!(p[0].1.contains("listed twice"), "{p:?}");
+    }
+
+    #[test]
     fn unknown_key_is_an_error_with_its_line() {
         let text = SCENARIO.replace("queues = 2", "queues = 2\nqueus = 3");
         let p = problems(&text);
         assert_eq!(p.len(), 1);
-        assert_eq!(p[0].0, 5);
+        assert_eq!(p[0].0, 6);
         assert!(p[0].1.contains("queus"), "{}", p[0].1);
     }
 
@@ -532,7 +579,7 @@ mtu = 1000
         let text = SCENARIO.replace("f096::/64", "f096::1/64");
         let p = problems(&text);
         assert_eq!(p.len(), 1);
-        assert_eq!(p[0].0, 8);
+        assert_eq!(p[0].0, 9);
         assert!(
             p[0].1.contains("did you mean 2001:db8:0:f096::/64"),
             "{}",
@@ -548,7 +595,7 @@ mtu = 1000
         let p = problems(&text);
         assert_eq!(p.len(), 1);
         assert!(p[0].1.contains("overlaps"), "{p:?}");
-        assert_eq!(p[0].0, 14);
+        assert_eq!(p[0].0, 15);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use aya::programs::{TestRun, TestRunOptions};
 use br_daemon::dataplane::counters::Counters;
 use br_daemon::dataplane::fib::Fib;
+use br_daemon::dataplane::interfaces::Interfaces;
 use br_daemon::dataplane::worker::{dispose, Context, Disposition, Handoff};
 use br_daemon::dataplane::xdp::Steering;
 use br_daemon::dataplane::xfrm::{Direction, Ipsec, Policy, Template};
@@ -91,6 +92,15 @@ fn network() -> (u32, u32, Fib) {
     fib.add_route("2001:db8:1::/48".parse().unwrap(), lan, Some(lan_gw));
     fib.add_neighbour(lan, lan_gw, LAN_ROUTER_MAC);
     (lan, wan, fib)
+}
+
+/// Tells the program about lan0 and wan0 as the daemon does: their MACs
+/// from the FIB, CEs behind wan0 only.
+fn serve(steering: &mut Steering, fib: &Fib, lan: u32, wan: u32) {
+    let ports = vec![("lan0".to_string(), lan), ("wan0".to_string(), wan)];
+    Interfaces::new(ports, Some(vec!["wan0".to_string()]))
+        .sync(steering, fib)
+        .unwrap();
 }
 
 fn checksum(b: &[u8]) -> u16 {
@@ -291,6 +301,7 @@ fn fast_path_forwards_exactly_what_the_relay_would_and_leaves_the_rest_untouched
         let (lan, wan, fib) = network();
         let domains = domains();
         let mut steering = Steering::load(&domains, true).expect("load the XDP program");
+        serve(&mut steering, &fib, lan, wan);
         steering.set_fast_egress(&[lan, wan]).unwrap();
         let relay = Relay::new(
             Domains::new(domains).unwrap(),
@@ -408,8 +419,9 @@ fn disabled_fast_path_forwards_nothing_itself() {
         // SAFETY: unshare affects this thread only, which ends with the test.
         let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
         assert_eq!(r, 0, "unshare (root needed)");
-        let (lan, wan, _) = network();
+        let (lan, wan, fib) = network();
         let mut steering = Steering::load(&domains(), false).unwrap();
+        serve(&mut steering, &fib, lan, wan);
         steering.set_fast_egress(&[lan, wan]).unwrap();
         let input = frame(&plain_spec(false, 0x0a60_0164));
         assert_eq!(
@@ -491,6 +503,7 @@ fn ipsec_policies_keep_covered_packets_off_the_fast_path() {
         assert_eq!(r, 0, "unshare (root needed)");
         let (lan, wan, mut fib) = network();
         let mut steering = Steering::load(&domains(), true).unwrap();
+        serve(&mut steering, &fib, lan, wan);
         steering.set_fast_egress(&[lan, wan]).unwrap();
         let ipsec = Ipsec::new([vpc_policy(Direction::Out), vpc_policy(Direction::In)]);
         let br = ["10.255.255.222".parse().unwrap()];

@@ -3,7 +3,7 @@
 //! no network.
 
 use aya::programs::{TestRun, TestRunOptions};
-use br_daemon::dataplane::xdp::Steering;
+use br_daemon::dataplane::xdp::{IfInfo, Steering};
 use br_daemon::relay::{Domain, DomainSpec};
 
 fn domains() -> Vec<Domain> {
@@ -16,8 +16,12 @@ fn domains() -> Vec<Domain> {
     vec![Domain::new(&spec).unwrap().0]
 }
 
+/// The MAC the test frames are sent to.
+const OUR_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
 fn eth(ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+    let mut f = OUR_MAC.to_vec();
+    f.extend_from_slice(&[2, 0, 0, 0, 0, 2]);
     f.extend_from_slice(&ethertype.to_be_bytes());
     f.extend_from_slice(payload);
     f
@@ -90,14 +94,9 @@ fn every_packet_kind_gets_its_action_and_counter() {
             br_ebpf::STAT_PASS_IPV4_OTHER,
         ),
         (
-            "first fragment",
+            "first fragment, no interface served",
             eth(0x0800, &ipv4(BR, 41, 0x2000, &[0; 40])),
-            br_ebpf::STAT_PASS_IPV4_FRAGMENT,
-        ),
-        (
-            "later fragment",
-            eth(0x0800, &ipv4(BR, 41, 0x00b9, &[0; 40])),
-            br_ebpf::STAT_PASS_IPV4_FRAGMENT,
+            br_ebpf::STAT_PASS_NO_SOCKET,
         ),
         (
             "ICMP error quoting 41",
@@ -184,32 +183,151 @@ fn with_a_socket_bound_the_program_redirects() {
             false,
         )
         .expect("AF_XDP socket on lo");
-        steering.add_interface(1, 0).unwrap();
+        let lo = |ce_facing| IfInfo {
+            slot: 0,
+            mac: OUR_MAC,
+            ce_facing,
+            pad: 0,
+        };
+        steering.set_interface(1, lo(1)).unwrap();
         steering.bind_socket(0, 0, &socket).unwrap();
         const XDP_REDIRECT: u32 = 4;
-        for (what, frame, stat) in [
+        const XDP_DROP: u32 = 1;
+        let to_mac = |mac: [u8; 6], mut f: Vec<u8>| {
+            f[..6].copy_from_slice(&mac);
+            f
+        };
+        let to_ce = || eth(0x86dd, &ipv6("2001:db8:0:f096:a60:164::1"));
+        let from_ce = || eth(0x0800, &ipv4(BR, 41, 0, &[0; 40]));
+        let icmp_error_about_41 = {
+            let mut icmp = vec![3, 1, 0, 0, 0, 0, 0, 0];
+            icmp.extend_from_slice(&ipv4([10, 96, 1, 100], 41, 0, &[0; 8]));
+            eth(0x0800, &ipv4(BR, 1, 0, &icmp))
+        };
+        let foreign = [2, 0, 0, 0, 0, 9];
+        let broadcast = [0xff; 6];
+        let multicast = [0x33, 0x33, 0, 0, 0, 1];
+        let run = |steering: &Steering, what: &str, frame: &[u8], action: u32, stat: u32| {
+            let before = steering.stats();
+            let mut opts = TestRunOptions::new();
+            opts.data_in = Some(frame);
+            let result = steering.program().test_run(opts).expect(what);
+            assert_eq!(result.return_value, action, "{what}");
+            let after = steering.stats();
+            for (i, (a, b)) in after.iter().zip(&before).enumerate() {
+                let want = u64::from(i as u32 == stat);
+                assert_eq!(a - b, want, "{what}: counter {}", br_ebpf::STAT_NAMES[i].0);
+            }
+        };
+        for (what, frame, action, stat) in [
             (
                 "IPv6 to a CE",
-                eth(0x86dd, &ipv6("2001:db8:0:f096:a60:164::1")),
+                to_ce(),
+                XDP_REDIRECT,
                 br_ebpf::STAT_REDIRECT_IPV6,
             ),
             (
                 "protocol 41 to the BR",
-                eth(0x0800, &ipv4(BR, 41, 0, &[0; 40])),
+                from_ce(),
+                XDP_REDIRECT,
                 br_ebpf::STAT_REDIRECT_PROTO41,
             ),
+            (
+                "ICMP error quoting 41",
+                icmp_error_about_41.clone(),
+                XDP_REDIRECT,
+                br_ebpf::STAT_REDIRECT_ICMPV4,
+            ),
+            (
+                "first fragment",
+                eth(0x0800, &ipv4(BR, 41, 0x2000, &[0; 40])),
+                XDP_PASS,
+                br_ebpf::STAT_PASS_IPV4_FRAGMENT,
+            ),
+            (
+                "later fragment",
+                eth(0x0800, &ipv4(BR, 41, 0x00b9, &[0; 40])),
+                XDP_PASS,
+                br_ebpf::STAT_PASS_IPV4_FRAGMENT,
+            ),
+            // Frames not sent to our MAC (RFC 1122 §3.3.6).
+            (
+                "IPv6 to a CE, another host's MAC",
+                to_mac(foreign, to_ce()),
+                XDP_PASS,
+                br_ebpf::STAT_PASS_NOT_OUR_MAC,
+            ),
+            (
+                "protocol 41, another host's MAC",
+                to_mac(foreign, from_ce()),
+                XDP_PASS,
+                br_ebpf::STAT_PASS_NOT_OUR_MAC,
+            ),
+            (
+                "IPv6 to a CE, broadcast MAC",
+                to_mac(broadcast, to_ce()),
+                XDP_DROP,
+                br_ebpf::STAT_DROP_L2_MULTICAST,
+            ),
+            (
+                "IPv6 to a CE, multicast MAC",
+                to_mac(multicast, to_ce()),
+                XDP_DROP,
+                br_ebpf::STAT_DROP_L2_MULTICAST,
+            ),
+            (
+                "protocol 41, broadcast MAC",
+                to_mac(broadcast, from_ce()),
+                XDP_DROP,
+                br_ebpf::STAT_DROP_L2_MULTICAST,
+            ),
+            (
+                "fragment, broadcast MAC",
+                to_mac(broadcast, eth(0x0800, &ipv4(BR, 41, 0x2000, &[0; 40]))),
+                XDP_DROP,
+                br_ebpf::STAT_DROP_L2_MULTICAST,
+            ),
+            (
+                "ICMP error quoting 41, broadcast MAC",
+                to_mac(broadcast, icmp_error_about_41.clone()),
+                XDP_DROP,
+                br_ebpf::STAT_DROP_L2_MULTICAST,
+            ),
         ] {
-            let before = steering.stats();
-            let mut opts = TestRunOptions::new();
-            opts.data_in = Some(&frame);
-            let result = steering.program().test_run(opts).expect(what);
-            assert_eq!(result.return_value, XDP_REDIRECT, "{what}");
-            assert_eq!(
-                steering.stats()[stat as usize],
-                before[stat as usize] + 1,
-                "{what}"
-            );
+            run(&steering, what, &frame, action, stat);
         }
+        // An interface that does not face the CEs: no protocol 41 on it
+        // (RFC 4213 §3.6); IPv6 towards CEs still goes.
+        steering.set_interface(1, lo(0)).unwrap();
+        for (what, frame, action, stat) in [
+            (
+                "IPv6 to a CE, LAN side",
+                to_ce(),
+                XDP_REDIRECT,
+                br_ebpf::STAT_REDIRECT_IPV6,
+            ),
+            (
+                "protocol 41, LAN side",
+                from_ce(),
+                XDP_DROP,
+                br_ebpf::STAT_DROP_PROTO41_WRONG_INTERFACE,
+            ),
+            (
+                "fragment, LAN side",
+                eth(0x0800, &ipv4(BR, 41, 0x00b9, &[0; 40])),
+                XDP_DROP,
+                br_ebpf::STAT_DROP_PROTO41_WRONG_INTERFACE,
+            ),
+            (
+                "ICMP error quoting 41, LAN side",
+                icmp_error_about_41,
+                XDP_DROP,
+                br_ebpf::STAT_DROP_PROTO41_WRONG_INTERFACE,
+            ),
+        ] {
+            run(&steering, what, &frame, action, stat);
+        }
+        steering.set_interface(1, lo(1)).unwrap();
         // The host's traffic still passes with the socket there.
         let mut opts = TestRunOptions::new();
         let other = eth(0x86dd, &ipv6("2001:db8:0:100::2"));

@@ -43,13 +43,13 @@ struct {
 	__type(value, __u32);
 } xsks SEC(".maps");
 
-/* Attached interfaces: ifindex -> slot (0..MAX_INTERFACES). */
+/* Attached interfaces: ifindex -> their socket slot, MAC and role. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_INTERFACES);
 	__type(key, __u32);
-	__type(value, __u32);
-} if_slots SEC(".maps");
+	__type(value, struct if_info);
+} if_info SEC(".maps");
 
 /* BR IPv4 addresses, network byte order. */
 struct {
@@ -162,20 +162,64 @@ static __always_inline int count(__u32 stat, int action)
 	return action;
 }
 
-static __always_inline int steer(struct xdp_md *ctx, __u32 stat)
+static __always_inline int steer(struct xdp_md *ctx, const struct if_info *in, __u32 stat)
 {
-	__u32 ifindex = ctx->ingress_ifindex;
-	__u32 *slot = bpf_map_lookup_elem(&if_slots, &ifindex);
 	__u32 key;
 	int action;
 
-	if (!slot || ctx->rx_queue_index >= MAX_QUEUES)
+	if (ctx->rx_queue_index >= MAX_QUEUES)
 		return count(STAT_PASS_NO_SOCKET, XDP_PASS);
-	key = *slot * MAX_QUEUES + ctx->rx_queue_index;
+	key = in->slot * MAX_QUEUES + ctx->rx_queue_index;
 	/* The low bits of the flags are the action when the slot is empty. */
 	action = bpf_redirect_map(&xsks, key, XDP_PASS);
 
 	return count(action == XDP_REDIRECT ? stat : STAT_PASS_NO_SOCKET, action);
+}
+
+/* The attached interface the frame arrived on, or 0 (no entry: the
+ * daemon is not serving it). */
+static __always_inline const struct if_info *ingress(struct xdp_md *ctx)
+{
+	__u32 ifindex = ctx->ingress_ifindex;
+
+	return bpf_map_lookup_elem(&if_info, &ifindex);
+}
+
+/* STAT_* of a frame for the BR that is not addressed to the interface's
+ * own MAC, or -1 when it is. A router forwards only frames sent to it
+ * (RFC 1122 §3.3.6, RFC 1812 §5.3.4). */
+static __always_inline int foreign_mac(const struct ethhdr *eth, const struct if_info *in)
+{
+	const __u8 *d = eth->h_dest, *m = in->mac;
+
+	if (d[0] & 1)
+		return STAT_DROP_L2_MULTICAST;
+	/* Byte by byte: clang would make a memcmp a call BPF cannot take. */
+	if ((d[0] ^ m[0]) | (d[1] ^ m[1]) | (d[2] ^ m[2]) | (d[3] ^ m[3]) | (d[4] ^ m[4]) |
+	    (d[5] ^ m[5]))
+		return STAT_PASS_NOT_OUR_MAC;
+	return -1;
+}
+
+/* Counts and ends a frame for the BR whose destination MAC is not ours. */
+static __always_inline int refuse_foreign(int stat)
+{
+	return count(stat, stat == STAT_DROP_L2_MULTICAST ? XDP_DROP : XDP_PASS);
+}
+
+/* -1 when a 6rd frame from a CE (protocol 41, or an ICMPv4 error quoting
+ * it) may be relayed, else the action, counted. Only the host's traffic
+ * to the BR address that is not 6rd (ping, ssh) stays the kernel's. */
+static __always_inline int admit_from_ce(const struct ethhdr *eth, const struct if_info *in)
+{
+	int foreign = foreign_mac(eth, in);
+
+	if (foreign >= 0)
+		return refuse_foreign(foreign);
+	/* CEs are only behind the interfaces that face them (RFC 4213 §3.6). */
+	if (!in->ce_facing)
+		return count(STAT_DROP_PROTO41_WRONG_INTERFACE, XDP_DROP);
+	return -1;
 }
 
 /* The fast path's answer when it leaves the packet to the forwarder. */
@@ -507,9 +551,11 @@ static __always_inline int fast_decapsulate(struct xdp_md *ctx)
 	return redirect_fast(fib.ifindex, STAT_FAST_DECAP);
 }
 
-static __always_inline int steer_ipv6(struct xdp_md *ctx, struct ipv6hdr *ip6, void *end)
+static __always_inline int steer_ipv6(struct xdp_md *ctx, struct ethhdr *eth, void *end)
 {
+	struct ipv6hdr *ip6 = (void *)(eth + 1);
 	struct lpm_v6_key key = { .prefixlen = 128 };
+	const struct if_info *in;
 	__u32 *index;
 	int action;
 
@@ -519,50 +565,79 @@ static __always_inline int steer_ipv6(struct xdp_md *ctx, struct ipv6hdr *ip6, v
 	index = bpf_map_lookup_elem(&sixrd_prefixes, &key);
 	if (!index)
 		return count(STAT_PASS_IPV6_OTHER, XDP_PASS);
+	in = ingress(ctx);
+	if (!in)
+		return count(STAT_PASS_NO_SOCKET, XDP_PASS);
+	action = foreign_mac(eth, in);
+	if (action >= 0)
+		return refuse_foreign(action);
 	action = fast_encapsulate(ctx, *index);
 	if (action != DECLINED)
 		return action;
-	return steer(ctx, STAT_REDIRECT_IPV6);
+	return steer(ctx, in, STAT_REDIRECT_IPV6);
 }
 
-static __always_inline int steer_ipv4(struct xdp_md *ctx, struct iphdr *ip, void *end)
+/* Protocol 41 for a BR address, from a CE. */
+static __always_inline int steer_proto41(struct xdp_md *ctx, struct ethhdr *eth,
+					 const struct if_info *in)
 {
+	struct iphdr *ip = (void *)(eth + 1);
+	int action = admit_from_ce(eth, in);
+
+	if (action >= 0)
+		return action;
+	/* Fragments go to the kernel, which reassembles them and hands the
+	 * whole packet to the daemon's raw socket (the slow path). */
+	if (ip->frag_off & bpf_htons(IP_MF_AND_OFFSET))
+		return count(STAT_PASS_IPV4_FRAGMENT, XDP_PASS);
+	/* Must have come through IPsec: the kernel checks its policy and
+	 * hands what it decrypted to the daemon's socket. */
+	if (ipsec_covers4(&ipsec_in4, ip->saddr))
+		return count(STAT_PASS_IPSEC_IN, XDP_PASS);
+	action = fast_decapsulate(ctx);
+	if (action != DECLINED)
+		return action;
+	return steer(ctx, in, STAT_REDIRECT_PROTO41);
+}
+
+static __always_inline int steer_ipv4(struct xdp_md *ctx, struct ethhdr *eth, void *end)
+{
+	struct iphdr *ip = (void *)(eth + 1);
+	const struct if_info *in;
 	__u32 daddr;
 	__u8 *icmp;
+	int action;
 
 	if ((void *)(ip + 1) > end)
 		return count(STAT_PASS_TRUNCATED, XDP_PASS);
 	daddr = ip->daddr;
 	if (!bpf_map_lookup_elem(&br_addrs, &daddr))
 		return count(STAT_PASS_IPV4_OTHER, XDP_PASS);
-	/* Fragments go to the kernel, which reassembles them and hands the
-	 * whole packet to the daemon's raw socket (the slow path). */
-	if (ip->frag_off & bpf_htons(IP_MF_AND_OFFSET))
-		return count(STAT_PASS_IPV4_FRAGMENT, XDP_PASS);
 	if (ip->protocol == IPPROTO_IPV6) {
-		int action;
-
-		/* Must have come through IPsec: the kernel checks its policy
-		 * and hands what it decrypted to the daemon's socket. */
-		if (ipsec_covers4(&ipsec_in4, ip->saddr))
-			return count(STAT_PASS_IPSEC_IN, XDP_PASS);
-		action = fast_decapsulate(ctx);
-
-		if (action != DECLINED)
-			return action;
-		return steer(ctx, STAT_REDIRECT_PROTO41);
+		in = ingress(ctx);
+		if (!in)
+			return count(STAT_PASS_NO_SOCKET, XDP_PASS);
+		return steer_proto41(ctx, eth, in);
 	}
 	if (ip->protocol != IPPROTO_ICMP || ip->ihl < 5)
 		return count(STAT_PASS_BR_NOT_6RD, XDP_PASS);
+	if (ip->frag_off & bpf_htons(IP_MF_AND_OFFSET))
+		return count(STAT_PASS_IPV4_FRAGMENT, XDP_PASS);
 	/* An ICMP error is ours only if it quotes a protocol-41 packet:
 	 * 8 bytes of ICMP header, then the quoted IPv4 header. */
 	icmp = (__u8 *)ip + (ip->ihl & 0xf) * 4;
 	if ((void *)(icmp + 8 + sizeof(struct iphdr)) > end)
 		return count(STAT_PASS_BR_NOT_6RD, XDP_PASS);
-	if ((icmp[0] == ICMP_DEST_UNREACH || icmp[0] == ICMP_TIME_EXCEEDED) &&
-	    icmp[8 + 9] == IPPROTO_IPV6)
-		return steer(ctx, STAT_REDIRECT_ICMPV4);
-	return count(STAT_PASS_BR_NOT_6RD, XDP_PASS);
+	if ((icmp[0] != ICMP_DEST_UNREACH && icmp[0] != ICMP_TIME_EXCEEDED) ||
+	    icmp[8 + 9] != IPPROTO_IPV6)
+		return count(STAT_PASS_BR_NOT_6RD, XDP_PASS);
+	in = ingress(ctx);
+	if (!in)
+		return count(STAT_PASS_NO_SOCKET, XDP_PASS);
+	action = admit_from_ce(eth, in);
+	if (action >= 0)
+		return action;
+	return steer(ctx, in, STAT_REDIRECT_ICMPV4);
 }
 
 SEC("xdp")
@@ -575,9 +650,9 @@ int br_steer(struct xdp_md *ctx)
 	if ((void *)(eth + 1) > end)
 		return count(STAT_PASS_NOT_IP, XDP_PASS);
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
-		return steer_ipv6(ctx, (void *)(eth + 1), end);
+		return steer_ipv6(ctx, eth, end);
 	if (eth->h_proto == bpf_htons(ETH_P_IP))
-		return steer_ipv4(ctx, (void *)(eth + 1), end);
+		return steer_ipv4(ctx, eth, end);
 	return count(STAT_PASS_NOT_IP, XDP_PASS);
 }
 

@@ -31,7 +31,10 @@ enum steer_stat {
 	STAT_FAST_DECAP = 11,         /* protocol 41 decapsulated to the LAN by the XDP fast path */
 	STAT_FAST_HAIRPIN = 12,       /* protocol 41 from a CE re-encapsulated to another CE by the XDP fast path */
 	STAT_PASS_IPSEC_IN = 13,      /* plaintext protocol 41 from a CE that an inbound IPsec policy says must arrive encrypted: to the kernel, which checks (and drops) it */
-	STAT_COUNT = 14,              /* number of counters */
+	STAT_PASS_NOT_OUR_MAC = 14,   /* for the BR but to another host's MAC (unicast): to the kernel, which drops it (or a bridge forwards it) */
+	STAT_DROP_L2_MULTICAST = 15,  /* for the BR but sent to a broadcast or multicast MAC: dropped (RFC 1122 §3.3.6) */
+	STAT_DROP_PROTO41_WRONG_INTERFACE = 16, /* protocol 41 (or an ICMPv4 error quoting it) for a BR address on an interface not in ce-interfaces: dropped (RFC 4213 §3.6) */
+	STAT_COUNT = 17,              /* number of counters */
 };
 
 /* Per-CPU counters: why the XDP fast path left a packet to the forwarder
@@ -57,6 +60,14 @@ struct domain_info {
 	__u16 mtu;                    /* static tunnel MTU: larger packets need Packet Too Big */
 	__u8 ttl;                     /* outer TTL */
 	__u8 fast;                    /* 1: the fast path may forward this domain's packets */
+};
+
+/* An attached interface, by ifindex. */
+struct if_info {
+	__u32 slot;                   /* its AF_XDP sockets: slot * MAX_QUEUES + queue */
+	__u8 mac[6];                  /* its own MAC: only frames to it are relayed */
+	__u8 ce_facing;               /* 1: protocol 41 from CEs is accepted here */
+	__u8 pad;
 };
 
 /* Key of the 6rd prefix LPM trie. */

@@ -189,6 +189,9 @@ daemon_start() {
 	cat > /tmp/br.toml <<EOF
 [relay]
 interfaces = ["gw-lan", "gw-wan"]
+# The CEs are behind gw-wan; with route-based IPsec their decrypted
+# protocol 41 arrives on the xfrm or VTI interface.
+ce-interfaces = ["gw-wan", "ipsec0", "vti0"]
 queues = 1
 metrics = "127.0.0.1:9641"
 xdp-fast-path = $1

@@ -439,7 +439,7 @@ impl Lab {
         std::fs::write(
             &lab.config,
             format!(
-                "[relay]\ninterfaces = [\"gw-lan\", \"gw-wan\"]\nqueues = {q}\n{}\n\n\
+                "[relay]\ninterfaces = [\"gw-lan\", \"gw-wan\"]\nce-interfaces = [\"gw-wan\"]\nqueues = {q}\n{}\n\n\
                  [[domain]]\nname = \"vpc\"\nprefix = \"2001:db8:0:f096::/64\"\nipv4-mask-len = 0\nbr-ipv4 = \"{BR_V4}\"\n{}",
                 opts.extra_config, opts.extra_domains
             ),

@@ -375,7 +375,7 @@ fn reload_refuses_a_bad_file_and_keeps_running_then_takes_a_good_one() {
     );
     let log = lab.daemon_output();
     assert!(
-        log.contains("br.toml:12: mtu = 900 is out of range (1280..=65515)"),
+        log.contains("br.toml:13: mtu = 900 is out of range (1280..=65515)"),
         "{log}"
     );
     let (n, out) = ping(&lab.lan, &format!("-6 -c 2 -i 0.2 {CE1_V6}"));
@@ -665,4 +665,167 @@ fn a_flood_towards_ces_that_do_not_exist_leaves_the_afxdp_forwarder_flowing() {
 #[test]
 fn a_flood_towards_ces_that_do_not_exist_leaves_the_xdp_fast_path_flowing() {
     flood_leaves_legitimate_traffic_intact(true);
+}
+
+/// The forwarding counters of both paths together.
+fn relayed(lab: &Lab) -> u64 {
+    ["encapsulated", "decapsulated", "hairpinned"]
+        .iter()
+        .map(|p| lab.counter("path", p))
+        .chain(
+            ["fast-encap", "fast-decap", "fast-hairpin"]
+                .iter()
+                .map(|a| lab.counter("action", a)),
+        )
+        .sum()
+}
+
+/// Frames a router must not relay, from both sides, each counted by its
+/// own reason and none relayed: another host's or a broadcast MAC
+/// (RFC 1122 §3.3.6), the BR's own addresses as a LAN source, protocol
+/// 41 from the LAN (RFC 4213 §3.6), also through the kernel (a link of
+/// the gateway without XDP).
+fn frames_not_for_the_br_are_not_relayed(fast_path_peers: bool) {
+    let lab = Lab::start(LabOptions {
+        queues: 2,
+        extra_config: String::new(),
+        extra_domains: String::new(),
+        emulated_ces: true,
+        ce_emulator: env!("CARGO_BIN_EXE_ce-emulator").into(),
+        fast_path_peers,
+    });
+    // A side link without XDP, LAN namespace to gateway.
+    veth(&lab.lan, "lan-x", &lab.gw, "gw-x", 1);
+    lab.gw.sh(
+        "ip link set gw-x up && ip addr add 10.77.0.1/24 dev gw-x && \
+         sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.gw-x.rp_filter=0",
+    );
+    lab.lan.sh("ip link set lan-x up");
+    let (n, out) = ping(&lab.lan, &format!("-6 -c 2 -i 0.2 {CE1_V6}"));
+    assert_eq!(n, 2, "{out}");
+    let (gw_lan, gw_x) = (lab.gw.mac("gw-lan"), lab.gw.mac("gw-x"));
+    let (lan_mac, ce_mac) = (lab.lan.mac("lan0"), lab.ce1.mac("eth0"));
+    let eth6 = |dst: [u8; 6], packet: Vec<u8>| {
+        let mut f = [dst, lan_mac].concat();
+        f.extend_from_slice(&[0x86, 0xdd]);
+        f.extend_from_slice(&packet);
+        f
+    };
+    let to_ce1 = || icmpv6_echo(LAN_SERVER, CE1_V6, 64, 8);
+    let as_ce1 = |dst: [u8; 6], src: [u8; 6]| {
+        let inner = icmpv6_echo(CE1_V6, LAN_SERVER, 64, 8);
+        ipv4_frame(dst, src, CE1_V4, BR_V4, 41, &inner, true)
+    };
+    let foreign = [0x02, 0x99, 0, 0, 0, 1];
+    let broadcast = [0xff; 6];
+    // (what, counter kind, counter, sender, its interface, frame)
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a Netns, &'a str, Vec<u8>);
+    let cases: Vec<Case> = vec![
+        (
+            "LAN, another host's MAC",
+            "action",
+            "pass-not-our-mac",
+            &lab.lan,
+            "lan0",
+            eth6(foreign, to_ce1()),
+        ),
+        (
+            "LAN, broadcast MAC",
+            "action",
+            "drop-l2-multicast",
+            &lab.lan,
+            "lan0",
+            eth6(broadcast, to_ce1()),
+        ),
+        (
+            "LAN, multicast MAC",
+            "action",
+            "drop-l2-multicast",
+            &lab.lan,
+            "lan0",
+            eth6([0x33, 0x33, 0, 0, 0, 1], to_ce1()),
+        ),
+        (
+            "CE, another host's MAC",
+            "action",
+            "pass-not-our-mac",
+            &lab.ce1,
+            "eth0",
+            as_ce1(foreign, ce_mac),
+        ),
+        (
+            "CE, broadcast MAC",
+            "action",
+            "drop-l2-multicast",
+            &lab.ce1,
+            "eth0",
+            as_ce1(broadcast, ce_mac),
+        ),
+        (
+            "LAN, the BR's own 6rd address as source",
+            "reason",
+            "spoofed-source",
+            &lab.lan,
+            "lan0",
+            eth6(gw_lan, icmpv6_echo(BR_V6, CE1_V6, 64, 8)),
+        ),
+        (
+            "LAN, the BR's delegated prefix as source",
+            "reason",
+            "spoofed-source",
+            &lab.lan,
+            "lan0",
+            eth6(
+                gw_lan,
+                icmpv6_echo("2001:db8:0:f096:aff:ffde::77", CE1_V6, 64, 8),
+            ),
+        ),
+        (
+            "LAN, protocol 41 posing as CE 1",
+            "action",
+            "drop-proto41-wrong-interface",
+            &lab.lan,
+            "lan0",
+            as_ce1(gw_lan, lan_mac),
+        ),
+        (
+            "side link without XDP, protocol 41 posing as CE 1",
+            "reason",
+            "proto41-wrong-interface",
+            &lab.lan,
+            "lan-x",
+            as_ce1(gw_x, lab.lan.mac("lan-x")),
+        ),
+    ];
+    for (what, kind, name, ns, dev, frame) in cases {
+        let (before, relayed_before) = (lab.counter(kind, name), relayed(&lab));
+        ns.send_frames(dev, vec![frame; 3]);
+        assert!(
+            eventually(Duration::from_secs(3), || lab.counter(kind, name)
+                == before + 3),
+            "{what}: {name} {before} -> {}\n{}",
+            lab.counter(kind, name),
+            lab.metrics()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            relayed(&lab),
+            relayed_before,
+            "{what}: relayed\n{}",
+            lab.metrics()
+        );
+    }
+    // Legitimate traffic still flows.
+    let (n, out) = ping(&lab.lan, &format!("-6 -c 2 -i 0.2 {CE1_V6}"));
+    assert_eq!(n, 2, "{out}");
+}
+
+#[test]
+fn frames_not_for_the_br_are_not_relayed_by_the_afxdp_forwarder() {
+    frames_not_for_the_br_are_not_relayed(false);
+}
+
+#[test]
+fn frames_not_for_the_br_are_not_relayed_by_the_xdp_fast_path() {
+    frames_not_for_the_br_are_not_relayed(true);
 }

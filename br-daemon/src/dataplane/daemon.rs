@@ -20,6 +20,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::counters::{self, Counters, Totals};
 use super::fib::{self, Fib};
+use super::interfaces::Interfaces;
 use super::publish::Published;
 use super::slowpath::SlowPath;
 use super::worker::{self, Port, Worker};
@@ -127,6 +128,7 @@ struct Running {
     counters: Vec<Arc<Counters>>,
     sockets: Vec<(String, RawFd)>,
     steering: Arc<Mutex<Steering>>,
+    interfaces: Arc<Interfaces>,
 }
 
 impl Running {
@@ -172,8 +174,13 @@ pub fn run(config_path: &Path) -> Result<()> {
     // dropping it (or by the kernel when the process dies).
     let slow = Arc::new(SlowPath::open(&config.tun, &config.domains)?);
     let mut steering = Steering::load(&config.domains, config.xdp_fast_path)?;
-    for (slot, (_, ifindex)) in ports.iter().enumerate() {
-        steering.add_interface(*ifindex, slot as u32)?;
+    let interfaces = Arc::new(Interfaces::new(ports.clone(), config.ce_interfaces.clone()));
+    interfaces.sync(&mut steering, &fib)?;
+    match &config.ce_interfaces {
+        Some(names) => tracing::info!("protocol 41 accepted on {names:?} only"),
+        None => {
+            tracing::warn!("protocol 41 accepted on every interface (no ce-interfaces in [relay])")
+        }
     }
     // Before anything is attached: no window in which IPsec traffic could
     // take the fast path.
@@ -239,8 +246,9 @@ pub fn run(config_path: &Path) -> Result<()> {
     let slow_counters = Arc::new(Counters::default());
     all_counters.push(Arc::clone(&slow_counters));
     {
-        let (slow, relay, fib, stop) = (
+        let (slow, interfaces, relay, fib, stop) = (
             Arc::clone(&slow),
+            Arc::clone(&interfaces),
             relay.reader(),
             fib.reader(),
             Arc::clone(&stop),
@@ -248,7 +256,9 @@ pub fn run(config_path: &Path) -> Result<()> {
         threads.push(
             std::thread::Builder::new()
                 .name("br-slow-path".into())
-                .spawn(move || worker::run_slow_path(slow, relay, fib, slow_counters, stop))?,
+                .spawn(move || {
+                    worker::run_slow_path(slow, interfaces, relay, fib, slow_counters, stop)
+                })?,
         );
     }
     {
@@ -272,7 +282,16 @@ pub fn run(config_path: &Path) -> Result<()> {
         counters: all_counters,
         sockets,
         steering,
+        interfaces,
     });
+    {
+        let (r, fib) = (Arc::clone(&running), Arc::clone(&fib));
+        threads.push(
+            std::thread::Builder::new()
+                .name("br-interfaces".into())
+                .spawn(move || track_interfaces(r, fib))?,
+        );
+    }
     {
         // Also without the fast path: a reload may turn it on.
         let (r, ifindexes) = (Arc::clone(&running), ports.iter().map(|p| p.1).collect());
@@ -399,6 +418,10 @@ fn reload(
     if let Err(e) = slow.set_domains(&new.domains) {
         tracing::error!("reload: updating the TUN addresses and routes failed: {e:#}");
     }
+    running
+        .interfaces
+        .set_ce_interfaces(new.ce_interfaces.clone());
+    sync_interfaces(running, &fib.get());
     let domains: Vec<&crate::relay::Domain> = new.domains.iter().collect();
     mirror_ipsec_for(&running.steering, &domains, fib.get().ipsec());
     relay.publish(new.relay());
@@ -457,6 +480,23 @@ fn track_fast_egress(running: Arc<Running>, attached: Vec<u32>) {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+/// Keeps the XDP program's view of the attached interfaces (their MACs,
+/// which may change while running) in step with the kernel's, checking
+/// every second.
+fn track_interfaces(running: Arc<Running>, fib: Arc<Published<Fib>>) {
+    while !running.stop.load(Ordering::Relaxed) {
+        sync_interfaces(&running, &fib.get());
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn sync_interfaces(running: &Running, fib: &Fib) {
+    let mut steering = running.steering.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = running.interfaces.sync(&mut steering, fib) {
+        tracing::error!("updating the XDP program's interface map: {e:#}");
     }
 }
 

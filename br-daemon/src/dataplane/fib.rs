@@ -253,6 +253,16 @@ impl Fib {
             .map(|(i, _)| *i)
     }
 
+    /// Name of an interface.
+    pub fn link_name(&self, ifindex: u32) -> Option<&str> {
+        self.link_names.get(&ifindex).map(String::as_str)
+    }
+
+    /// MAC address of an interface.
+    pub fn link_mac(&self, ifindex: u32) -> Option<Mac> {
+        self.link_macs.get(&ifindex).copied()
+    }
+
     /// Adds a link (tests and tools; the daemon reads links from the kernel).
     pub fn add_link(&mut self, ifindex: u32, name: &str, mac: Mac) {
         self.link_names.insert(ifindex, name.to_string());

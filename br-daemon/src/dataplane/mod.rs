@@ -5,6 +5,7 @@ pub mod counters;
 pub mod daemon;
 pub mod fib;
 pub mod fib_rules;
+pub mod interfaces;
 pub mod publish;
 pub mod slowpath;
 pub mod tun_addresses;

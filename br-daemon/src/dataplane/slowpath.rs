@@ -57,6 +57,27 @@ fn owned(fd: libc::c_int) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// Turns on an integer socket option.
+fn set_int_option(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    option: libc::c_int,
+    what: &str,
+) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with a live int of the size passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            option,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    cvt(r, what).map(drop)
+}
+
 /// The raw IPv4 socket encapsulated packets leave by: protocol 41 with
 /// the header included, so that the kernel's route and IPsec policy
 /// lookups see protocol 41 (an IPPROTO_RAW socket's flows carry protocol
@@ -69,18 +90,7 @@ fn send_only_protocol41_socket() -> io::Result<OwnedFd> {
         41,
         "raw IPv4 socket for protocol 41",
     )?;
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt with a live int of the size passed.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_HDRINCL,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    cvt(r, "IP_HDRINCL")?;
+    set_int_option(&fd, libc::IPPROTO_IP, libc::IP_HDRINCL, "IP_HDRINCL")?;
     // Classic BPF "ret #0": accept no bytes of any packet.
     let mut reject = [libc::sock_filter {
         code: 0x06,
@@ -194,6 +204,7 @@ impl SlowPath {
             41,
             "raw socket for protocol 41",
         )?;
+        set_int_option(&raw41, libc::IPPROTO_IP, libc::IP_PKTINFO, "IP_PKTINFO")?;
         let out4 = [
             send_only_protocol41_socket()?,
             send_only_protocol41_socket()?,
@@ -288,9 +299,43 @@ impl SlowPath {
         read(self.tun.as_raw_fd(), buf)
     }
 
-    /// Reads one protocol-41 packet (with its IPv4 header) the host received.
-    pub fn read_raw41(&self, buf: &mut [u8]) -> io::Result<usize> {
-        read(self.raw41.as_raw_fd(), buf)
+    /// Reads one protocol-41 packet (with its IPv4 header) the host
+    /// received: its length and the interface it arrived on (IP_PKTINFO;
+    /// for IPsec, the interface the kernel decrypted it on).
+    pub fn read_raw41(&self, buf: &mut [u8]) -> io::Result<(usize, u32)> {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut control = [0u64; 8];
+        // SAFETY: zeroed msghdr is valid; every pointer set below is live
+        // for the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: msg and everything it points at are live.
+        let n = unsafe { libc::recvmsg(self.raw41.as_raw_fd(), &mut msg, 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut ifindex = 0;
+        // SAFETY: the kernel filled msg_control with msg_controllen bytes of
+        // cmsgs; CMSG_FIRSTHDR/NXTHDR stay within them and an IP_PKTINFO
+        // cmsg's data is an in_pktinfo (read unaligned).
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::IPPROTO_IP && (*cmsg).cmsg_type == libc::IP_PKTINFO {
+                    let info: libc::in_pktinfo =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                    ifindex = info.ipi_ifindex as u32;
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        Ok((n as usize, ifindex))
     }
 
     /// Delivers an IPv6 packet to the host's own stack.

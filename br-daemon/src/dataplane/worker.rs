@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use super::counters::{Counters, Io};
 use super::fib::{Fib, NextHop};
+use super::interfaces::Interfaces;
 use super::publish::Reader;
 pub use super::slowpath::Handoff;
 use super::slowpath::SlowPath;
@@ -427,6 +428,7 @@ fn kernel_io(via: Handoff) -> Io {
 /// and the protocol-41 raw socket, and hands the results back to it.
 pub fn run_slow_path(
     slow: Arc<SlowPath>,
+    interfaces: Arc<Interfaces>,
     mut relay: Reader<Relay>,
     mut fib: Reader<Fib>,
     counters: Arc<Counters>,
@@ -462,17 +464,21 @@ pub fn run_slow_path(
             // Bounded per wakeup so one source cannot starve the other.
             for _ in 0..BATCH {
                 let read = if from_tun {
-                    slow.read_tun(&mut buf[HEADROOM..])
+                    slow.read_tun(&mut buf[HEADROOM..]).map(|n| (n, None))
                 } else {
                     slow.read_raw41(&mut buf[HEADROOM..])
+                        .map(|(n, ifindex)| (n, Some(ifindex)))
                 };
-                let Ok(n) = read else { break };
+                let Ok((n, ingress)) = read else { break };
                 counters.io(Io::ReceivedKernel, 1);
                 let host_multicast = from_tun && n >= 40 && buf[HEADROOM + 24] == 0xff;
+                let not_from_ces = ingress.is_some_and(|i| !interfaces.faces_ces(fib.get(), i));
                 let mut frame = Frame::new(&mut buf, HEADROOM, n).expect("n fits the buffer");
                 let now_ns = epoch.elapsed().as_nanos() as u64;
                 let verdict = if host_multicast {
                     Verdict::Drop(DropReason::HostMulticast)
+                } else if not_from_ces {
+                    Verdict::Drop(DropReason::Proto41WrongInterface)
                 } else if from_tun {
                     relay.get().from_host_ipv6(&mut state, &mut frame, now_ns)
                 } else {

@@ -60,6 +60,22 @@ impl DomainInfo {
     }
 }
 
+/// `struct if_info` of steer_abi.h: an attached interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfInfo {
+    pub slot: u32,
+    /// Its own MAC: only frames sent to it are relayed.
+    pub mac: [u8; 6],
+    /// 1: protocol 41 from CEs is accepted on it.
+    pub ce_facing: u8,
+    pub pad: u8,
+}
+
+// SAFETY: repr(C), only integer fields and no padding (4 + 6 + 1 + 1 = 12
+// bytes, 4-aligned), so every bit pattern is valid.
+unsafe impl aya::Pod for IfInfo {}
+
 /// The loaded program and its maps.
 pub struct Steering {
     ebpf: Ebpf,
@@ -217,19 +233,20 @@ impl Steering {
         }
     }
 
-    /// Gives interface `ifindex` the socket slot number `slot`.
-    pub fn add_interface(&mut self, ifindex: u32, slot: u32) -> Result<()> {
+    /// Describes attached interface `ifindex` (its socket slot, MAC and
+    /// role); replaces what was there in one atomic map update.
+    pub fn set_interface(&mut self, ifindex: u32, info: IfInfo) -> Result<()> {
         anyhow::ensure!(
-            slot < br_ebpf::MAX_INTERFACES,
+            info.slot < br_ebpf::MAX_INTERFACES,
             "at most {} interfaces",
             br_ebpf::MAX_INTERFACES
         );
-        let mut slots: HashMap<&mut MapData, u32, u32> = HashMap::try_from(
+        let mut map: HashMap<&mut MapData, u32, IfInfo> = HashMap::try_from(
             self.ebpf
-                .map_mut(br_ebpf::MAP_IF_SLOTS)
-                .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_IF_SLOTS))?,
+                .map_mut(br_ebpf::MAP_IF_INFO)
+                .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_IF_INFO))?,
         )?;
-        slots.insert(ifindex, slot, 0)?;
+        map.insert(ifindex, info, 0)?;
         Ok(())
     }
 

@@ -93,6 +93,8 @@ named_enum! {
         TxRingFull => "tx-ring-full",
         /// Forwarder: plaintext protocol 41 from a CE that an inbound IPsec policy says must arrive encrypted (RFC 4301 §5.2); the XDP program leaves these to the kernel, this catches a policy that changed in between.
         IpsecRequired => "ipsec-required",
+        /// Slow path: protocol 41 the kernel received on an interface not in `ce-interfaces` (RFC 4213 §3.6); the XDP program drops these itself on attached interfaces (`drop-proto41-wrong-interface`).
+        Proto41WrongInterface => "proto41-wrong-interface",
         /// Forwarder: handing the packet to the kernel (raw socket or TUN) failed, or its send buffer was full (the sends never block).
         KernelSendFailed => "kernel-send-failed",
         /// Slow path: multicast the host itself sent into the TUN interface (its MLD reports); harmless, a BR relays no multicast.
