@@ -344,7 +344,7 @@ fn fast_path_forwards_exactly_what_the_relay_would_and_leaves_the_rest_untouched
 
             let mut chunk = vec![0u8; HEADROOM + input.len()];
             chunk[HEADROOM..].copy_from_slice(&input);
-            let disposition = dispose(&ctx, &mut state.borrow_mut(), &mut chunk, HEADROOM, input.len(), 0);
+            let (disposition, _) = dispose(&ctx, &mut state.borrow_mut(), &mut chunk, HEADROOM, input.len(), 0);
             let which = usize::from(s.decap);
             match run.return_value {
                 XDP_REDIRECT => {
@@ -539,7 +539,7 @@ fn ipsec_policies_keep_covered_packets_off_the_fast_path() {
             let input = frame(&spec(decap, 0x0a60_0164));
             let mut chunk = vec![0u8; HEADROOM];
             chunk.extend_from_slice(&input);
-            let d = dispose(&ctx, &mut state, &mut chunk, HEADROOM, input.len(), 0);
+            let (d, _) = dispose(&ctx, &mut state, &mut chunk, HEADROOM, input.len(), 0);
             if expect_ipsec {
                 assert!(
                     matches!(

@@ -646,6 +646,25 @@ fn flood_leaves_legitimate_traffic_intact(fast_path_peers: bool) {
         lab.counter("reason", "kernel-send-failed"),
         lab.counter("io", "tx-kernel"),
     );
+    // A path is counted only for what left: the flood's refused sends
+    // (kernel-send-failed) count under their reason alone.
+    let metrics = lab.metrics();
+    let family = |prefix: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let sent: u64 = ["tx-afxdp", "tx-kernel", "tx-kernel-ipsec", "tx-host"]
+        .iter()
+        .map(|io| counter_in(&metrics, "io", io))
+        .sum();
+    assert_eq!(
+        family("br6rd_forwarded_packets_total{"),
+        sent,
+        "paths = tx\n{metrics}"
+    );
     // A ping lost to the flood's own ARP churn is tolerated; a stall is not.
     assert!(
         during.0 * 100 >= during.1 * 98,

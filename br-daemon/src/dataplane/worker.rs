@@ -69,6 +69,10 @@ pub struct Context<'a> {
     pub counters: &'a Counters,
 }
 
+/// A relayed packet's disposition and the path to count once it has
+/// left (None for a drop: its reason is counted instead).
+pub type Routed = (Disposition, Option<Path>);
+
 /// Runs the relay on the Ethernet frame `chunk[head..head + len]` and
 /// decides where it goes.
 pub fn dispose(
@@ -78,17 +82,18 @@ pub fn dispose(
     head: usize,
     len: usize,
     now_ns: u64,
-) -> Disposition {
+) -> Routed {
+    let drop = |reason| (Disposition::Drop(reason), None);
     let Some(mut frame) = Frame::new(chunk, head, len) else {
-        return Disposition::Drop(DropReason::Truncated);
+        return drop(DropReason::Truncated);
     };
     if frame.len() < ETH_HEADER_LEN {
-        return Disposition::Drop(DropReason::Truncated);
+        return drop(DropReason::Truncated);
     }
     let ethertype = u16::from_be_bytes([frame.data()[12], frame.data()[13]]);
     let _ = frame.pull(ETH_HEADER_LEN);
     if ethertype == ETHERTYPE_IPV4 && arrived_unprotected(ctx.fib.ipsec(), frame.data()) {
-        return Disposition::Drop(DropReason::IpsecRequired);
+        return drop(DropReason::IpsecRequired);
     }
     let verdict = match ethertype {
         ETHERTYPE_IPV6 => ctx.relay.from_ipv6(state, &mut frame, now_ns),
@@ -96,15 +101,15 @@ pub fn dispose(
         _ => Verdict::Drop(DropReason::NotIp),
     };
     match verdict {
-        Verdict::Drop(reason) => Disposition::Drop(reason),
+        Verdict::Drop(reason) => drop(reason),
         Verdict::Forward { path, egress } => {
             route(ctx, state, &mut frame, now_ns, path, egress, true)
         }
     }
 }
 
-/// Where the relayed packet in `frame` goes, counted under `path` unless
-/// it is dropped. A native IPv6 packet too big for its link is answered
+/// Where the relayed packet in `frame` goes, with `path` to count once it
+/// has left. A native IPv6 packet too big for its link is answered
 /// instead (`may_answer`: once; the answer is an encapsulated IPv4 packet).
 fn route(
     ctx: &Context,
@@ -114,29 +119,28 @@ fn route(
     path: Path,
     egress: Egress,
     may_answer: bool,
-) -> Disposition {
+) -> Routed {
     let next_hop = match (egress, source(frame.data(), egress)) {
         (Egress::Host, _) => None,
         (Egress::Ipv4 { dst }, Some(src)) => Some(ctx.fib.lookup_from(src, dst.into())),
         (Egress::Ipv6 { dst }, Some(src)) => Some(ctx.fib.lookup_from(src, dst.into())),
-        _ => return Disposition::Drop(DropReason::Truncated),
+        _ => return (Disposition::Drop(DropReason::Truncated), None),
     };
     let link_mtu = next_hop.and_then(|h| h.mtu());
     if let (Egress::Ipv6 { .. }, Some(mtu), true) = (egress, link_mtu, may_answer) {
         if frame.len() > mtu as usize {
             return match ctx.relay.too_big_for_link(state, frame, now_ns, mtu) {
-                Verdict::Drop(reason) => Disposition::Drop(reason),
+                Verdict::Drop(reason) => (Disposition::Drop(reason), None),
                 Verdict::Forward { path, egress } => {
                     route(ctx, state, frame, now_ns, path, egress, false)
                 }
             };
         }
     }
-    let d = place(ctx, frame, egress, next_hop);
-    if !matches!(d, Disposition::Drop(_)) {
-        ctx.counters.path(path);
+    match place(ctx, frame, egress, next_hop) {
+        d @ Disposition::Drop(_) => (d, None),
+        d => (d, Some(path)),
     }
-    d
 }
 
 /// The disposition of a relayed packet with its next hop (None: for the host).
@@ -263,6 +267,8 @@ pub struct Port {
     pub ifindex: u32,
     pub socket: XskSocket,
     tx: Vec<(u64, u32)>,
+    /// The path of each frame in `tx`, counted once it is sent.
+    tx_paths: Vec<Option<Path>>,
 }
 
 impl Port {
@@ -271,6 +277,7 @@ impl Port {
             ifindex,
             socket,
             tx: Vec::with_capacity(BATCH * 4),
+            tx_paths: Vec::with_capacity(BATCH * 4),
         }
     }
 }
@@ -346,12 +353,14 @@ impl Worker {
                         ports: &ifindexes,
                         counters: &self.counters,
                     };
-                    let d = dispose(&ctx, &mut state, chunk, offset, len as usize, now_ns);
+                    let (d, path) = dispose(&ctx, &mut state, chunk, offset, len as usize, now_ns);
                     if let Disposition::Transmit { port, head, len } = d {
-                        self.ports[port].tx.push((base + head as u64, len as u32));
+                        let p = &mut self.ports[port];
+                        p.tx.push((base + head as u64, len as u32));
+                        p.tx_paths.push(path);
                         continue;
                     }
-                    deliver_elsewhere(&self.slow, &self.counters, chunk, d);
+                    deliver_elsewhere(&self.slow, &self.counters, chunk, (d, path));
                     free.push(base);
                 }
             }
@@ -364,7 +373,11 @@ impl Worker {
                         free.push(addr & !u64::from(FRAME_SIZE - 1));
                     }
                     self.counters.io(Io::SentAfxdp, sent as u64);
+                    for path in p.tx_paths[..sent].iter().flatten() {
+                        self.counters.path(*path);
+                    }
                     p.tx.clear();
+                    p.tx_paths.clear();
                 }
                 // Also what an earlier kick left in the ring.
                 if p.socket.tx_pending() > 0 {
@@ -380,8 +393,10 @@ impl Worker {
     }
 }
 
-/// Carries out a disposition other than Transmit, and counts it.
-pub fn deliver_elsewhere(slow: &SlowPath, counters: &Counters, chunk: &[u8], d: Disposition) {
+/// Carries out a disposition other than Transmit, and counts it (its
+/// path too, once the kernel took it).
+pub fn deliver_elsewhere(slow: &SlowPath, counters: &Counters, chunk: &[u8], routed: Routed) {
+    let (d, path) = routed;
     let result = match d {
         Disposition::Transmit { .. } => unreachable!("transmitted by the caller"),
         Disposition::Drop(reason) => {
@@ -409,7 +424,12 @@ pub fn deliver_elsewhere(slow: &SlowPath, counters: &Counters, chunk: &[u8], d: 
         }
     };
     match result {
-        Ok(io) => counters.io(io, 1),
+        Ok(io) => {
+            counters.io(io, 1);
+            if let Some(path) = path {
+                counters.path(path);
+            }
+        }
         Err(e) => {
             tracing::debug!("handing a packet to the kernel failed: {e}");
             counters.dropped(DropReason::KernelSendFailed);
@@ -484,14 +504,14 @@ pub fn run_slow_path(
                 } else {
                     relay.get().from_ipv4(&mut state, &mut frame, now_ns)
                 };
-                let d = match verdict {
+                let routed = match verdict {
                     Verdict::Drop(reason) => {
                         // The packet as read (a drop leaves the addresses as they were).
                         tracing::debug!(
                             "slow path drop ({reason}): {}",
                             crate::relay::describe(&buf[HEADROOM..HEADROOM + n])
                         );
-                        Disposition::Drop(reason)
+                        (Disposition::Drop(reason), None)
                     }
                     // No ports: whatever the route, the kernel sends it.
                     Verdict::Forward { path, egress } => {
@@ -504,7 +524,7 @@ pub fn run_slow_path(
                         route(&ctx, &mut state, &mut frame, now_ns, path, egress, true)
                     }
                 };
-                deliver_elsewhere(&slow, &counters, &buf, d);
+                deliver_elsewhere(&slow, &counters, &buf, routed);
             }
         }
     }
@@ -567,12 +587,7 @@ mod tests {
     }
 
     /// Disposes of a LAN frame to `dst` with both ports attached.
-    fn from_lan(
-        relay: &Relay,
-        fib: &Fib,
-        counters: &Counters,
-        dst: &str,
-    ) -> (Disposition, Vec<u8>) {
+    fn from_lan(relay: &Relay, fib: &Fib, counters: &Counters, dst: &str) -> (Routed, Vec<u8>) {
         let mut st = relay.worker_state(0);
         let mut chunk = lan_frame(dst);
         let len = chunk.len() - 256;
@@ -592,7 +607,7 @@ mod tests {
     fn lan_to_resolved_ce_is_transmitted_on_the_wan_port_with_macs() {
         let (relay, fib) = setup();
         let counters = Counters::default();
-        let (d, chunk) = from_lan(&relay, &fib, &counters, "2001:db8:0:f096:a60:164::1");
+        let ((d, path), chunk) = from_lan(&relay, &fib, &counters, "2001:db8:0:f096:a60:164::1");
         // 14 + 20 + 40: the Ethernet header moved 20 bytes into the headroom.
         assert_eq!(
             d,
@@ -607,15 +622,17 @@ mod tests {
         assert_eq!(&out[6..12], &GW_WAN_MAC);
         assert_eq!(&out[12..14], &[0x08, 0x00]);
         assert_eq!(out[14 + 9], 41);
+        assert_eq!(path, Some(Path::Encapsulated));
+        // Counted when it leaves, not before.
         let t = super::super::counters::Totals::sum([&counters]);
-        assert_eq!(t.get_path(Path::Encapsulated), 1);
+        assert_eq!(t.get_path(Path::Encapsulated), 0);
     }
 
     #[test]
     fn unresolved_neighbour_goes_to_the_kernel_and_no_route_is_dropped() {
         let (relay, mut fib) = setup();
         let counters = Counters::default();
-        let (d, _) = from_lan(&relay, &fib, &counters, "2001:db8:0:f096:a60:165::1");
+        let ((d, _), _) = from_lan(&relay, &fib, &counters, "2001:db8:0:f096:a60:165::1");
         assert_eq!(
             d,
             Disposition::KernelIpv4 {
@@ -626,13 +643,13 @@ mod tests {
             }
         );
         // 11.0.0.1 has no route at all.
-        let (d, _) = from_lan(&relay, &fib, &counters, "2001:db8:0:f096:b00:1::1");
-        assert_eq!(d, Disposition::Drop(DropReason::NoRoute));
+        let ((d, path), _) = from_lan(&relay, &fib, &counters, "2001:db8:0:f096:b00:1::1");
+        assert_eq!((d, path), (Disposition::Drop(DropReason::NoRoute), None));
         // An egress interface without XDP: the kernel sends it.
         fib.add_link(9, "ipsec0", [0; 6]);
         fib.add_route("11.0.0.0/8".parse().unwrap(), 9, None);
         fib.add_neighbour(9, "11.0.0.1".parse().unwrap(), [1; 6]);
-        let (d, _) = from_lan(&relay, &fib, &counters, "2001:db8:0:f096:b00:1::1");
+        let ((d, _), _) = from_lan(&relay, &fib, &counters, "2001:db8:0:f096:b00:1::1");
         assert!(matches!(d, Disposition::KernelIpv4 { .. }), "{d:?}");
     }
 
@@ -672,7 +689,7 @@ mod tests {
         ports: &[u32],
         st: &mut WorkerState,
         inner_len: usize,
-    ) -> (Disposition, Vec<u8>) {
+    ) -> (Routed, Vec<u8>) {
         let mut chunk = ce1_frame(inner_len);
         let len = chunk.len() - 256;
         let d = dispose(
@@ -699,7 +716,8 @@ mod tests {
         let mut st = relay.worker_state(0);
         let ports = [LAN_IF, WAN_IF];
         // 1400 bytes fit the LAN: decapsulated and sent.
-        let (d, _) = from_wan(&relay, &fib, &counters, &ports, &mut st, 1400);
+        let ((d, path), _) = from_wan(&relay, &fib, &counters, &ports, &mut st, 1400);
+        assert_eq!(path, Some(Path::Decapsulated));
         assert!(
             matches!(
                 d,
@@ -713,7 +731,8 @@ mod tests {
         );
         // 1401 do not: a Packet Too Big with the LAN's MTU goes back to
         // CE1, encapsulated, quoting the packet as it arrived.
-        let (d, chunk) = from_wan(&relay, &fib, &counters, &ports, &mut st, 1401);
+        let ((d, path), chunk) = from_wan(&relay, &fib, &counters, &ports, &mut st, 1401);
+        assert_eq!(path, Some(Path::IcmpPacketTooBig));
         let Disposition::Transmit { port: 1, head, len } = d else {
             panic!("{d:?}");
         };
@@ -724,11 +743,8 @@ mod tests {
         assert_eq!((icmp[0], icmp[1]), (2, 0));
         assert_eq!(&icmp[4..8], &1400u32.to_be_bytes());
         assert_eq!(icmp[8 + 7], 64, "hop limit as it arrived");
-        let t = super::super::counters::Totals::sum([&counters]);
-        assert_eq!(t.get_path(Path::Decapsulated), 1);
-        assert_eq!(t.get_path(Path::IcmpPacketTooBig), 1);
         // The slow path (no ports: the kernel sends) answers the same.
-        let (d, _) = from_wan(&relay, &fib, &counters, &[], &mut st, 1401);
+        let ((d, _), _) = from_wan(&relay, &fib, &counters, &[], &mut st, 1401);
         assert!(
             matches!(d, Disposition::KernelIpv4 { len: 1300, .. }),
             "{d:?}"
@@ -751,7 +767,7 @@ mod tests {
                 64,
                 0
             ),
-            Disposition::Drop(DropReason::NotIp)
+            (Disposition::Drop(DropReason::NotIp), None)
         );
         assert_eq!(
             dispose(
@@ -762,7 +778,7 @@ mod tests {
                 10,
                 0
             ),
-            Disposition::Drop(DropReason::Truncated)
+            (Disposition::Drop(DropReason::Truncated), None)
         );
         assert_eq!(
             dispose(
@@ -773,7 +789,7 @@ mod tests {
                 10,
                 0
             ),
-            Disposition::Drop(DropReason::Truncated)
+            (Disposition::Drop(DropReason::Truncated), None)
         );
     }
 }
