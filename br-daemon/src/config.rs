@@ -175,6 +175,19 @@ impl Lines<'_> {
     }
 }
 
+/// `(key, value)` when `line` is `key = value` with a value TOML cannot
+/// take unquoted that looks like an address or prefix (digits, dots,
+/// colons, slashes: `2001:db8::/64`, `10.0.0.1`).
+fn unquoted_value(line: &str) -> Option<(&str, &str)> {
+    let (key, value) = line.split_once('=')?;
+    let (key, value) = (key.trim(), value.split('#').next()?.trim());
+    let address_like = value.contains([':', '/']) || value.matches('.').count() > 1;
+    let plain = value
+        .chars()
+        .all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.' | '/'));
+    (!key.is_empty() && address_like && plain).then_some((key, value))
+}
+
 fn valid_interface_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name.len() > 15 {
         return Err("Linux interface names have 1 to 15 bytes");
@@ -214,7 +227,16 @@ impl Config {
             Ok(raw) => raw,
             Err(e) => {
                 let span = e.span().unwrap_or(0..0);
-                lines.report(span, e.message().trim().to_string());
+                let line = text[..span.start.min(text.len())].matches('\n').count();
+                let said = e.message().trim();
+                let message = match text.lines().nth(line).and_then(unquoted_value) {
+                    Some((key, value)) => format!(
+                        "{key} = {value}: addresses, prefixes and names are strings in TOML, \
+                         write {key} = \"{value}\" (the TOML parser said: {said})"
+                    ),
+                    None => said.to_string(),
+                };
+                lines.report(span, message);
                 return Err(ConfigError {
                     file: file.to_string(),
                     problems: lines.problems,
@@ -528,6 +550,28 @@ br-ipv4 = "10.255.255.222"
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(p.iter().all(|(line, _)| *line == 4), "{p:?}");
         assert!(p[0].1.contains("listed twice"), "{p:?}");
+    }
+
+    #[test]
+    fn an_unquoted_address_says_to_quote_it() {
+        for (from, to, line) in [
+            ("\"2001:db8:0:f096::/64\"", "2001:db8:0:f096::/64", 9),
+            ("\"10.255.255.222\"", "10.255.255.222", 11),
+        ] {
+            let p = problems(&SCENARIO.replace(from, to));
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert_eq!(p[0].0, line, "{p:?}");
+            assert!(
+                p[0].1.contains(&format!(
+                    "write {} = \"{to}\"",
+                    ["prefix", "br-ipv4"][usize::from(line == 11)]
+                )),
+                "{p:?}"
+            );
+        }
+        // Other syntax errors keep the parser's words.
+        let p = problems("[relay]\nqueues = = 2\n");
+        assert!(!p[0].1.contains("strings in TOML"), "{p:?}");
     }
 
     #[test]
