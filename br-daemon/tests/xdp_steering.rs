@@ -184,12 +184,21 @@ fn with_a_socket_bound_the_program_redirects() {
         )
         .expect("AF_XDP socket on lo");
         let lo = |ce_facing| IfInfo {
+            ifindex: 1,
             slot: 0,
             mac: OUR_MAC,
             ce_facing,
             pad: 0,
         };
         steering.set_interface(1, lo(1)).unwrap();
+        // The table is direct-mapped: an interface whose entry is taken is refused.
+        let clash = steering
+            .set_interface(1 + br_ebpf::MAX_IF_TABLE, lo(1))
+            .unwrap_err();
+        assert!(
+            clash.to_string().contains("share XDP table entry 1"),
+            "{clash}"
+        );
         steering.bind_socket(0, 0, &socket).unwrap();
         const XDP_REDIRECT: u32 = 4;
         const XDP_DROP: u32 = 1;

@@ -9,7 +9,7 @@ include!(concat!(env!("OUT_DIR"), "/abi.rs"));
 pub const PROGRAM: &str = "br_steer";
 /// XSKMAP: `slot * MAX_QUEUES + receive queue` → AF_XDP socket.
 pub const MAP_XSKS: &str = "xsks";
-/// HASH: attached interface index → `struct if_info` (socket slot, MAC, role).
+/// ARRAY: `ifindex % MAX_IF_TABLE` → `struct if_info` (the interface, its socket slot, MAC, role).
 pub const MAP_IF_INFO: &str = "if_info";
 /// HASH: BR IPv4 address (network order) → 1.
 pub const MAP_BR_ADDRS: &str = "br_addrs";

@@ -43,10 +43,11 @@ struct {
 	__type(value, __u32);
 } xsks SEC(".maps");
 
-/* Attached interfaces: ifindex -> their socket slot, MAC and role. */
+/* Attached interfaces: their socket slot, MAC and role, at entry
+ * ifindex % MAX_IF_TABLE (the daemon refuses two that share one). */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MAX_INTERFACES);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_IF_TABLE);
 	__type(key, __u32);
 	__type(value, struct if_info);
 } if_info SEC(".maps");
@@ -181,8 +182,10 @@ static __always_inline int steer(struct xdp_md *ctx, const struct if_info *in, _
 static __always_inline const struct if_info *ingress(struct xdp_md *ctx)
 {
 	__u32 ifindex = ctx->ingress_ifindex;
+	__u32 key = ifindex & (MAX_IF_TABLE - 1);
+	const struct if_info *in = bpf_map_lookup_elem(&if_info, &key);
 
-	return bpf_map_lookup_elem(&if_info, &ifindex);
+	return in && in->ifindex == ifindex ? in : 0;
 }
 
 /* STAT_* of a frame for the BR that is not addressed to the interface's

@@ -6,6 +6,9 @@
 
 #define MAX_QUEUES 64
 #define MAX_INTERFACES 8
+/* The attached-interface table is direct-mapped: entry ifindex % this
+ * (a power of two), so the lookup is an array index, not a hash. */
+#define MAX_IF_TABLE 4096
 #define MAX_BR_ADDRS 64
 #define MAX_PREFIXES 64
 /* Two generations of MAX_PREFIXES domains (and trie entries), so that a
@@ -62,8 +65,9 @@ struct domain_info {
 	__u8 fast;                    /* 1: the fast path may forward this domain's packets */
 };
 
-/* An attached interface, by ifindex. */
+/* An attached interface, at entry ifindex % MAX_IF_TABLE. */
 struct if_info {
+	__u32 ifindex;                /* the interface this entry is for (0: none) */
 	__u32 slot;                   /* its AF_XDP sockets: slot * MAX_QUEUES + queue */
 	__u8 mac[6];                  /* its own MAC: only frames to it are relayed */
 	__u8 ce_facing;               /* 1: protocol 41 from CEs is accepted here */

@@ -60,6 +60,7 @@ impl Interfaces {
         let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
         for (slot, (name, ifindex)) in self.ports.iter().enumerate() {
             let info = IfInfo {
+                ifindex: *ifindex,
                 slot: slot as u32,
                 mac: fib.link_mac(*ifindex).unwrap_or_default(),
                 ce_facing: u8::from(self.faces_ces(fib, *ifindex)),

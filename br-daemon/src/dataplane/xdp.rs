@@ -64,6 +64,8 @@ impl DomainInfo {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IfInfo {
+    /// The interface; set by [`Steering::set_interface`].
+    pub ifindex: u32,
     pub slot: u32,
     /// Its own MAC: only frames sent to it are relayed.
     pub mac: [u8; 6],
@@ -72,8 +74,8 @@ pub struct IfInfo {
     pub pad: u8,
 }
 
-// SAFETY: repr(C), only integer fields and no padding (4 + 6 + 1 + 1 = 12
-// bytes, 4-aligned), so every bit pattern is valid.
+// SAFETY: repr(C), only integer fields and no padding (4 + 4 + 6 + 1 + 1 =
+// 16 bytes, 4-aligned), so every bit pattern is valid.
 unsafe impl aya::Pod for IfInfo {}
 
 /// The loaded program and its maps.
@@ -234,19 +236,28 @@ impl Steering {
     }
 
     /// Describes attached interface `ifindex` (its socket slot, MAC and
-    /// role); replaces what was there in one atomic map update.
+    /// role); replaces what was there in one atomic map update. Fails for
+    /// an interface whose table entry another one holds.
     pub fn set_interface(&mut self, ifindex: u32, info: IfInfo) -> Result<()> {
         anyhow::ensure!(
             info.slot < br_ebpf::MAX_INTERFACES,
             "at most {} interfaces",
             br_ebpf::MAX_INTERFACES
         );
-        let mut map: HashMap<&mut MapData, u32, IfInfo> = HashMap::try_from(
+        let mut map: Array<&mut MapData, IfInfo> = Array::try_from(
             self.ebpf
                 .map_mut(br_ebpf::MAP_IF_INFO)
                 .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_IF_INFO))?,
         )?;
-        map.insert(ifindex, info, 0)?;
+        let entry = ifindex % br_ebpf::MAX_IF_TABLE;
+        let held = map.get(&entry, 0)?.ifindex;
+        anyhow::ensure!(
+            held == 0 || held == ifindex,
+            "interfaces with ifindex {held} and {ifindex} share XDP table entry {entry} \
+             (ifindex modulo {}): attach one of them only",
+            br_ebpf::MAX_IF_TABLE
+        );
+        map.set(entry, IfInfo { ifindex, ..info }, 0)?;
         Ok(())
     }
 
