@@ -502,12 +502,17 @@ fn xdp_fast_path_carries_plain_traffic_and_leaves_the_rest_to_the_forwarder() {
 
 /// Sends SIGHUP and waits until the daemon logs one more "reloaded".
 fn reload(lab: &Lab) {
-    let before = lab.daemon_output().matches("reloaded ").count();
+    reload_until(lab, "reloaded ");
+}
+
+/// Sends SIGHUP and waits until the daemon logs `marker` once more.
+fn reload_until(lab: &Lab, marker: &str) {
+    let before = lab.daemon_output().matches(marker).count();
     lab.daemon.as_ref().unwrap().signal(libc::SIGHUP);
     assert!(
         eventually(Duration::from_secs(5), || lab
             .daemon_output()
-            .matches("reloaded ")
+            .matches(marker)
             .count()
             > before),
         "{}",
@@ -847,4 +852,86 @@ fn frames_not_for_the_br_are_not_relayed_by_the_afxdp_forwarder() {
 #[test]
 fn frames_not_for_the_br_are_not_relayed_by_the_xdp_fast_path() {
     frames_not_for_the_br_are_not_relayed(true);
+}
+
+/// 100 reloads under paced, sequence-numbered flows both ways through the
+/// BR (LAN <-> CE1 pings at 100/s each): the same file, a second domain
+/// added and removed, the domain's MTU changed, and every tenth a bad
+/// file that is refused. Not one packet of the unchanged domain is lost.
+fn a_hundred_reloads_lose_nothing(fast_path_peers: bool) {
+    let lab = Lab::start(LabOptions {
+        queues: 2,
+        extra_config: String::new(),
+        extra_domains: String::new(),
+        emulated_ces: true,
+        ce_emulator: env!("CARGO_BIN_EXE_ce-emulator").into(),
+        fast_path_peers,
+    });
+    let (n, out) = ping(&lab.lan, &format!("-6 -c 3 -i 0.2 {CE1_V6}"));
+    assert_eq!(n, 3, "{out}");
+    let good = std::fs::read_to_string(&lab.config).unwrap();
+    let variants = [
+        good.clone(),
+        format!(
+            "{good}\n[[domain]]\nname = \"strict\"\nprefix = \"2001:db8:100::/40\"\n\
+             ipv4-mask-len = 8\nbr-ipv4 = \"10.255.255.1\"\n"
+        ),
+        format!("{good}mtu = 1400\n"),
+    ];
+    let bad = format!("{good}mtu = 900\n");
+    let count = 1500;
+    let started = std::time::Instant::now();
+    let args = format!("-6 -c {count} -i 0.01 -W 1");
+    let (there, back, refused) = std::thread::scope(|s| {
+        let there = s.spawn(|| ping(&lab.lan, &format!("{args} {CE1_V6}")));
+        let back = s.spawn(|| ping(&lab.ce1, &format!("{args} {LAN_SERVER}")));
+        std::thread::sleep(Duration::from_millis(300));
+        let mut refused = 0;
+        for i in 0..100 {
+            if i % 10 == 9 {
+                std::fs::write(&lab.config, &bad).unwrap();
+                reload_until(&lab, "reload refused");
+                refused += 1;
+            } else {
+                std::fs::write(&lab.config, &variants[i % 3]).unwrap();
+                reload(&lab);
+            }
+        }
+        let reloads_took = started.elapsed();
+        (
+            there.join().unwrap(),
+            back.join().unwrap(),
+            (refused, reloads_took),
+        )
+    });
+    let path = if fast_path_peers {
+        "XDP fast path"
+    } else {
+        "AF_XDP forwarder"
+    };
+    eprintln!(
+        "{path}: 100 reloads ({} refused) in {:.1} s; LAN -> CE1 {}/{count}, CE1 -> LAN {}/{count} pings",
+        refused.0,
+        refused.1.as_secs_f64(),
+        there.0,
+        back.0
+    );
+    assert!(
+        refused.1 < Duration::from_millis(u64::from(count) * 10),
+        "the reloads outlasted the flows: {:?}",
+        refused.1
+    );
+    assert_eq!(there.0, count, "LAN -> CE1 lost pings\n{}", there.1);
+    assert_eq!(back.0, count, "CE1 -> LAN lost pings\n{}", back.1);
+    assert!(lab.daemon_output().contains("mtu = 900 is out of range"));
+}
+
+#[test]
+fn a_hundred_reloads_lose_nothing_in_the_afxdp_forwarder() {
+    a_hundred_reloads_lose_nothing(false);
+}
+
+#[test]
+fn a_hundred_reloads_lose_nothing_in_the_xdp_fast_path() {
+    a_hundred_reloads_lose_nothing(true);
 }
