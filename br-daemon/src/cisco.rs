@@ -265,6 +265,16 @@ pub fn import(text: &str, origin: &str) -> Result<Import, ImportError> {
         }
         let _ = writeln!(toml, "mtu = {}", domain.mtu());
         let _ = writeln!(toml, "ttl = {}", domain.ttl());
+        let _ = writeln!(
+            toml,
+            "# The IPv4 prefixes the CEs are in (e.g. the VPC CIDR): protocol 41 from"
+        );
+        let _ = writeln!(
+            toml,
+            "# elsewhere, and packets towards elsewhere, are dropped. Strongly advised"
+        );
+        let _ = writeln!(toml, "# when ipv4-mask-len is 0.");
+        let _ = writeln!(toml, "# ce-ipv4-allow = [\"CHANGE-ME/16\"]");
     }
     Ok(Import { toml, warnings })
 }

@@ -117,6 +117,8 @@ struct RawDomain {
     br_ipv6: Option<Spanned<String>>,
     icmp_source: Option<Spanned<String>>,
     ce_ipv4_prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    ce_ipv4_allow: Vec<Spanned<String>>,
     mtu: Option<Spanned<i64>>,
     ttl: Option<Spanned<i64>>,
 }
@@ -462,6 +464,24 @@ fn domain_spec(lines: &mut Lines, d: &RawDomain, index: usize) -> Option<DomainS
             );
         }
     }
+    let mut ce_ipv4_allow = Vec::new();
+    for p in &d.ce_ipv4_allow {
+        let Some(net) =
+            lines.parse::<ipnet::Ipv4Net>(p, "ce-ipv4-allow", "an IPv4 prefix like 10.96.0.0/16")
+        else {
+            continue;
+        };
+        if net.trunc() != net {
+            lines.report(
+                p.span(),
+                format!(
+                    "ce-ipv4-allow {net} has bits set after its length; did you mean {}?",
+                    net.trunc()
+                ),
+            );
+        }
+        ce_ipv4_allow.push(net);
+    }
     let mtu = match &d.mtu {
         Some(m) => lines.int::<u16>(m, "mtu", 1280, 65515),
         None => Some(crate::relay::domain::DEFAULT_TUNNEL_MTU),
@@ -483,6 +503,7 @@ fn domain_spec(lines: &mut Lines, d: &RawDomain, index: usize) -> Option<DomainS
         ce_ipv4_sample: ce_sample.map(|p| p.network()),
         mtu: mtu?,
         ttl: ttl?,
+        ce_ipv4_allow,
     })
 }
 
@@ -529,7 +550,38 @@ br-ipv4 = "10.255.255.222"
             "{:?}",
             c.warnings
         );
-        assert_eq!(c.warnings.len(), 3);
+        assert_eq!(c.warnings.len(), 4, "{:?}", c.warnings);
+        assert!(c
+            .warnings
+            .iter()
+            .any(|(_, w)| w.message.contains("ce-ipv4-allow")));
+    }
+
+    #[test]
+    fn ce_ipv4_allow_is_a_list_of_prefixes() {
+        let with = |list: &str| {
+            SCENARIO.replace(
+                "ipv4-mask-len = 0\n",
+                &format!("ipv4-mask-len = 0\nce-ipv4-allow = {list}\n"),
+            )
+        };
+        let c = Config::parse(&with("[\"10.96.0.0/16\", \"192.0.2.0/24\"]"), "t.toml").unwrap();
+        assert_eq!(c.domains[0].ce_ipv4_allow().len(), 2);
+        assert!(c.domains[0].ce_allowed("10.96.1.100".parse().unwrap()));
+        assert!(!c.domains[0].ce_allowed("10.97.0.1".parse().unwrap()));
+        assert_eq!(
+            c.warnings.len(),
+            3,
+            "no ce-ipv4-allow warning: {:?}",
+            c.warnings
+        );
+        let p = problems(&with("[\"10.96.1.0/16\", \"ten\"]"));
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].1.contains("did you mean 10.96.0.0/16"), "{p:?}");
+        assert!(p[1].1.contains("is not an IPv4 prefix"), "{p:?}");
+        let nine: Vec<String> = (0..9).map(|i| format!("\"10.{i}.0.0/16\"")).collect();
+        let p = problems(&with(&format!("[{}]", nine.join(", "))));
+        assert!(p[0].1.contains("at most 8"), "{p:?}");
     }
 
     #[test]

@@ -34,23 +34,25 @@ const WAN_ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x22];
 const HEADROOM: usize = 256;
 
 fn domains() -> Vec<Domain> {
-    let spec = |name: &str, prefix: &str, mask: u8, br: &str| {
-        Domain::new(&DomainSpec::new(
-            name,
-            prefix.parse().unwrap(),
-            mask,
-            br.parse().unwrap(),
-        ))
-        .unwrap()
-        .0
+    let spec = |name: &str, prefix: &str, mask: u8, br: &str, allow: &[&str]| {
+        let mut spec = DomainSpec::new(name, prefix.parse().unwrap(), mask, br.parse().unwrap());
+        spec.ce_ipv4_allow = allow.iter().map(|p| p.parse().unwrap()).collect();
+        Domain::new(&spec).unwrap().0
     };
     vec![
         // SCENARIO.md: all 32 bits embedded after a /64.
-        spec("vpc", "2001:db8:0:f096::/64", 0, "10.255.255.222"),
+        spec("vpc", "2001:db8:0:f096::/64", 0, "10.255.255.222", &[]),
         // 24 bits after a /40: the field straddles the two 64-bit halves.
-        spec("wide", "2001:db8:100::/40", 8, "10.255.255.223"),
+        // Only half of its CEs (and one /16 more) are allowed.
+        spec(
+            "wide",
+            "2001:db8:100::/40",
+            8,
+            "10.255.255.223",
+            &["10.0.0.0/9", "10.200.0.0/16"],
+        ),
         // 16 bits after a /48, the common prefix 172.16/16.
-        spec("narrow", "2001:db9:0::/48", 16, "172.16.0.1"),
+        spec("narrow", "2001:db9:0::/48", 16, "172.16.0.1", &[]),
     ]
 }
 

@@ -301,6 +301,23 @@ static __always_inline __u32 ce_ipv4(const struct in6_addr *a, const struct doma
 	return bpf_htonl(d->ipv4_common | field_lo);
 }
 
+/* Whether `addr_be` may be a CE of `d` (its ce-ipv4-allow prefixes). */
+static __always_inline int ce_allowed(const struct domain_info *d, __u32 addr_be)
+{
+	__u32 a = bpf_ntohl(addr_be);
+
+	if (d->ce_allow_count == 0)
+		return 1;
+#pragma unroll
+	for (int i = 0; i < MAX_CE_ALLOW; i++) {
+		if (i >= d->ce_allow_count)
+			break;
+		if ((a & d->ce_allow[i].mask) == d->ce_allow[i].net)
+			return 1;
+	}
+	return 0;
+}
+
 /* RFC 1071 checksum of a 20-byte IPv4 header. */
 static __always_inline __u16 ipv4_header_sum(const struct iphdr *ip)
 {
@@ -371,7 +388,7 @@ static __always_inline int route_to_ce(struct xdp_md *ctx, struct ipv6hdr *ip6, 
 				       __u32 *ce, __u8 *tc)
 {
 	*ce = ce_ipv4(&ip6->daddr, d);
-	if (martian_ipv4(*ce) || bpf_map_lookup_elem(&br_addrs, ce))
+	if (martian_ipv4(*ce) || bpf_map_lookup_elem(&br_addrs, ce) || !ce_allowed(d, *ce))
 		return decline(DECLINE_NEEDS_RELAY);
 	/* A redirected frame never meets xfrm: IPsec is the kernel's. */
 	if (ipsec_covers4(&ipsec_out4, *ce))
@@ -512,7 +529,8 @@ static __always_inline int fast_decapsulate(struct xdp_md *ctx)
 	d = bpf_map_lookup_elem(&domains, index);
 	if (!d || !d->fast)
 		return decline(DECLINE_DISABLED);
-	if (ce_ipv4(&ip6->saddr, d) != ip->saddr || ip->daddr != d->br_ipv4)
+	if (ce_ipv4(&ip6->saddr, d) != ip->saddr || ip->daddr != d->br_ipv4 ||
+	    !ce_allowed(d, ip->saddr))
 		return decline(DECLINE_NEEDS_RELAY);
 	/* RFC 6040 §4.2: only combinations that leave the inner ECN as is. */
 	outer_ecn = ip->tos & 3;

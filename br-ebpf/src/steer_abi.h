@@ -17,6 +17,8 @@
 #define MAX_DOMAIN_SLOTS 128
 #define MAX_FAST_EGRESS 64
 #define MAX_IPSEC_PREFIXES 256
+/* ce-ipv4-allow prefixes a domain may have (struct domain_info holds them). */
+#define MAX_CE_ALLOW 8
 
 /* Per-CPU counters, one per final action of the program. */
 enum steer_stat {
@@ -51,6 +53,12 @@ enum fast_decline {
 	DECLINE_COUNT = 5,            /* number of counters */
 };
 
+/* An IPv4 prefix, host byte order: addr & mask == net. */
+struct ipv4_prefix {
+	__u32 net;
+	__u32 mask;
+};
+
 /* A 6rd domain as the fast path needs it (RFC 5969 §7.1), indexed by the
  * value the 6rd-prefix trie returns. Addresses in network byte order
  * unless said otherwise. */
@@ -63,6 +71,8 @@ struct domain_info {
 	__u16 mtu;                    /* static tunnel MTU: larger packets need Packet Too Big */
 	__u8 ttl;                     /* outer TTL */
 	__u8 fast;                    /* 1: the fast path may forward this domain's packets */
+	__u32 ce_allow_count;         /* 0: any CE the mapping admits; else only these: */
+	struct ipv4_prefix ce_allow[MAX_CE_ALLOW];
 };
 
 /* An attached interface, at entry ifindex % MAX_IF_TABLE. */

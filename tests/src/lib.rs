@@ -440,7 +440,7 @@ impl Lab {
             &lab.config,
             format!(
                 "[relay]\ninterfaces = [\"gw-lan\", \"gw-wan\"]\nce-interfaces = [\"gw-wan\"]\nqueues = {q}\n{}\n\n\
-                 [[domain]]\nname = \"vpc\"\nprefix = \"2001:db8:0:f096::/64\"\nipv4-mask-len = 0\nbr-ipv4 = \"{BR_V4}\"\n{}",
+                 [[domain]]\nname = \"vpc\"\nprefix = \"2001:db8:0:f096::/64\"\nipv4-mask-len = 0\nbr-ipv4 = \"{BR_V4}\"\nce-ipv4-allow = [\"10.96.0.0/16\"]\n{}",
                 opts.extra_config, opts.extra_domains
             ),
         )

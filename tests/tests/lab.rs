@@ -375,7 +375,7 @@ fn reload_refuses_a_bad_file_and_keeps_running_then_takes_a_good_one() {
     );
     let log = lab.daemon_output();
     assert!(
-        log.contains("br.toml:13: mtu = 900 is out of range (1280..=65515)"),
+        log.contains("br.toml:14: mtu = 900 is out of range (1280..=65515)"),
         "{log}"
     );
     let (n, out) = ping(&lab.lan, &format!("-6 -c 2 -i 0.2 {CE1_V6}"));
@@ -704,6 +704,11 @@ fn relayed(lab: &Lab) -> u64 {
         .sum()
 }
 
+/// An IPv4 host outside the lab's ce-ipv4-allow (10.96.0.0/16), and the
+/// 6rd address it embeds.
+const OUTSIDER_V4: &str = "10.97.0.5";
+const OUTSIDER_V6: &str = "2001:db8:0:f096:a61:5::1";
+
 /// Frames a router must not relay, from both sides, each counted by its
 /// own reason and none relayed: another host's or a broadcast MAC
 /// (RFC 1122 §3.3.6), the BR's own addresses as a LAN source, protocol
@@ -727,7 +732,11 @@ fn frames_not_for_the_br_are_not_relayed(fast_path_peers: bool) {
     lab.lan.sh("ip link set lan-x up");
     let (n, out) = ping(&lab.lan, &format!("-6 -c 2 -i 0.2 {CE1_V6}"));
     assert_eq!(n, 2, "{out}");
-    let (gw_lan, gw_x) = (lab.gw.mac("gw-lan"), lab.gw.mac("gw-x"));
+    let (gw_lan, gw_wan, gw_x) = (
+        lab.gw.mac("gw-lan"),
+        lab.gw.mac("gw-wan"),
+        lab.gw.mac("gw-x"),
+    );
     let (lan_mac, ce_mac) = (lab.lan.mac("lan0"), lab.ce1.mac("eth0"));
     let eth6 = |dst: [u8; 6], packet: Vec<u8>| {
         let mut f = [dst, lan_mac].concat();
@@ -745,6 +754,30 @@ fn frames_not_for_the_br_are_not_relayed(fast_path_peers: bool) {
     // (what, counter kind, counter, sender, its interface, frame)
     type Case<'a> = (&'a str, &'a str, &'a str, &'a Netns, &'a str, Vec<u8>);
     let cases: Vec<Case> = vec![
+        (
+            "LAN, to a CE outside ce-ipv4-allow",
+            "reason",
+            "ce-not-allowed",
+            &lab.lan,
+            "lan0",
+            eth6(gw_lan, icmpv6_echo(LAN_SERVER, OUTSIDER_V6, 64, 8)),
+        ),
+        (
+            "CE side, from a CE outside ce-ipv4-allow",
+            "reason",
+            "ce-not-allowed",
+            &lab.ce1,
+            "eth0",
+            ipv4_frame(
+                gw_wan,
+                ce_mac,
+                OUTSIDER_V4,
+                BR_V4,
+                41,
+                &icmpv6_echo(OUTSIDER_V6, LAN_SERVER, 64, 8),
+                true,
+            ),
+        ),
         (
             "LAN, another host's MAC",
             "action",

@@ -38,10 +38,13 @@ pub struct DomainInfo {
     pub mtu: u16,
     pub ttl: u8,
     pub fast: u8,
+    pub ce_allow_count: u32,
+    /// (network, mask), host byte order.
+    pub ce_allow: [[u32; 2]; br_ebpf::MAX_CE_ALLOW as usize],
 }
 
 // SAFETY: repr(C), only integer fields and no padding (16 + 4 * 4 + 2 + 1 + 1
-// = 36 bytes, 4-aligned), so every bit pattern is valid.
+// + 4 + 8 * 8 = 104 bytes, 4-aligned), so every bit pattern is valid.
 unsafe impl aya::Pod for DomainInfo {}
 
 impl DomainInfo {
@@ -56,6 +59,13 @@ impl DomainInfo {
             mtu: domain.mtu(),
             ttl: domain.ttl(),
             fast: u8::from(fast),
+            ce_allow_count: domain.ce_ipv4_allow().len() as u32,
+            ce_allow: std::array::from_fn(|i| {
+                domain
+                    .ce_ipv4_allow()
+                    .get(i)
+                    .map_or([0, 0], |n| [u32::from(n.network()), u32::from(n.netmask())])
+            }),
         }
     }
 }

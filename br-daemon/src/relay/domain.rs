@@ -48,6 +48,10 @@ pub struct DomainSpec {
     pub mtu: u16,
     /// TTL of the IPv4 header we add.
     pub ttl: u8,
+    /// The IPv4 prefixes CEs may be in (empty: any address the mapping
+    /// admits); protocol 41 from elsewhere and packets towards elsewhere
+    /// are dropped (`ce-not-allowed`).
+    pub ce_ipv4_allow: Vec<Ipv4Net>,
 }
 
 impl DomainSpec {
@@ -63,6 +67,7 @@ impl DomainSpec {
             ce_ipv4_sample: None,
             mtu: DEFAULT_TUNNEL_MTU,
             ttl: DEFAULT_TTL,
+            ce_ipv4_allow: Vec::new(),
         }
     }
 }
@@ -73,6 +78,9 @@ pub const DEFAULT_TUNNEL_MTU: u16 = 1280;
 pub const DEFAULT_TTL: u8 = 64;
 /// The IPv6 minimum link MTU (RFC 8200 §5).
 pub const IPV6_MIN_MTU: u16 = 1280;
+/// Most `ce-ipv4-allow` prefixes per domain: what the XDP program's
+/// `struct domain_info` holds.
+pub const MAX_CE_ALLOW: usize = br_ebpf::MAX_CE_ALLOW as usize;
 
 /// Why a domain cannot work at all.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -110,6 +118,8 @@ pub enum DomainError {
     MtuTooLarge(u16),
     #[error("TTL 0 would make every encapsulated packet expire at the first router")]
     ZeroTtl,
+    #[error("ce-ipv4-allow has {0} prefixes; the XDP fast path holds at most {1} per domain")]
+    TooManyCeAllow(usize, usize),
 }
 
 /// A departure from an RFC 5969 SHOULD that still works, with what it means.
@@ -147,6 +157,7 @@ pub struct Domain {
     br_prefix: Option<Ipv6Net>,
     mtu: u16,
     ttl: u8,
+    ce_allow: Vec<Ipv4Net>,
 }
 
 fn mask128(len: u8) -> u128 {
@@ -213,6 +224,12 @@ impl Domain {
                 return Err(DomainError::BrAddressNotUnicast(*br));
             }
         }
+        if spec.ce_ipv4_allow.len() > MAX_CE_ALLOW {
+            return Err(DomainError::TooManyCeAllow(
+                spec.ce_ipv4_allow.len(),
+                MAX_CE_ALLOW,
+            ));
+        }
         let common_mask = mask32(k);
         let mut domain = Domain {
             name: spec.name.clone(),
@@ -229,6 +246,7 @@ impl Domain {
             br_prefix: None,
             mtu: spec.mtu,
             ttl: spec.ttl,
+            ce_allow: spec.ce_ipv4_allow.iter().map(Ipv4Net::trunc).collect(),
         };
         // Unless told otherwise, the common prefix is the one the BR shares
         // with its CEs; with more than one BR address, the first one defines it.
@@ -254,6 +272,17 @@ impl Domain {
 
     fn rfc_departures(&self) -> Vec<DomainWarning> {
         let mut warnings = Vec::new();
+        if self.ipv4_mask_len == 0 && self.ce_allow.is_empty() {
+            warnings.push(DomainWarning {
+                rule: "RFC 5969 §12 (which IPv4 hosts may be CEs)",
+                message: format!(
+                    "domain {:?} embeds all 32 IPv4 bits and has no ce-ipv4-allow: any IPv4 \
+                     host that can reach the BR address can send IPv6 into the LAN as a CE; \
+                     list the CEs' prefixes (e.g. the VPC CIDR) in ce-ipv4-allow",
+                    self.name
+                ),
+            });
+        }
         let delegated = self.delegated_prefix_len();
         if delegated > 64 {
             warnings.push(DomainWarning {
@@ -350,6 +379,16 @@ impl Domain {
     /// TTL of the outer IPv4 header.
     pub fn ttl(&self) -> u8 {
         self.ttl
+    }
+
+    /// The prefixes CEs may be in (empty: no list).
+    pub fn ce_ipv4_allow(&self) -> &[Ipv4Net] {
+        &self.ce_allow
+    }
+
+    /// Whether `ce` may be a CE of this domain (`ce-ipv4-allow`).
+    pub fn ce_allowed(&self, ce: Ipv4Addr) -> bool {
+        self.ce_allow.is_empty() || self.ce_allow.iter().any(|n| n.contains(&ce))
     }
 
     /// Whether `addr` is one of the BR's IPv4 addresses.

@@ -359,6 +359,9 @@ impl Relay {
         if is_martian_ipv4(ce) || self.domains.is_br_ipv4(ce) {
             return Err(DropReason::MartianIpv4);
         }
+        if !domain.ce_allowed(ce) {
+            return Err(DropReason::CeNotAllowed);
+        }
         if frame.len() > usize::from(domain.mtu()) {
             let mtu = u32::from(domain.mtu());
             return self.answer(
@@ -476,6 +479,9 @@ impl Relay {
         }
         if !from.is_br_ipv4(outer.dst) {
             return Err(DropReason::NotForUs);
+        }
+        if !from.ce_allowed(outer.src) {
+            return Err(DropReason::CeNotAllowed);
         }
         let tc = ipv6_traffic_class(frame.data());
         let ecn = ecn_decapsulate(Ecn::from_tos(tc), Ecn::from_tos(outer.tos))

@@ -747,3 +747,83 @@ fn native_packets_cannot_claim_a_ce_source() {
         );
     }
 }
+
+#[test]
+fn only_allowed_ces_are_relayed_both_ways() {
+    let mut spec = DomainSpec::new(
+        "vpc",
+        "2001:db8:0:f096::/64".parse().unwrap(),
+        0,
+        v4("10.255.255.222"),
+    );
+    spec.ce_ipv4_allow = vec!["10.96.0.0/16".parse().unwrap()];
+    let (domain, warnings) = Domain::new(&spec).unwrap();
+    assert!(
+        !warnings.iter().any(|w| w.message.contains("ce-ipv4-allow")),
+        "an allowlist answers the mask-len-0 warning: {warnings:?}"
+    );
+    let relay = Relay::new(Domains::new(vec![domain]).unwrap(), IcmpRate::default());
+    let mut st = relay.worker_state(0);
+    let verdict = |packet: &[u8], ipv4_side: bool, st: &mut WorkerState| {
+        run(&relay, st, packet, ipv4_side, 1).0
+    };
+    // Inside 10.96/16: relayed.
+    let to_ce1 = echo(LAN_SERVER, CE1_V6, 64, 0, 8);
+    assert!(matches!(
+        verdict(&to_ce1, false, &mut st),
+        Verdict::Forward { .. }
+    ));
+    let from_ce1 = ipv4(
+        "10.96.1.100",
+        "10.255.255.222",
+        0,
+        41,
+        &echo(CE1_V6, LAN_SERVER, 64, 0, 8),
+    );
+    assert!(matches!(
+        verdict(&from_ce1, true, &mut st),
+        Verdict::Forward { .. }
+    ));
+    // 10.97.0.5 embeds itself correctly, but is not in the list.
+    let outsider = "2001:db8:0:f096:a61:5::1";
+    let to_outsider = echo(LAN_SERVER, outsider, 64, 0, 8);
+    assert_eq!(
+        verdict(&to_outsider, false, &mut st),
+        Verdict::Drop(DropReason::CeNotAllowed)
+    );
+    let from_outsider = ipv4(
+        "10.97.0.5",
+        "10.255.255.222",
+        0,
+        41,
+        &echo(outsider, LAN_SERVER, 64, 0, 8),
+    );
+    assert_eq!(
+        verdict(&from_outsider, true, &mut st),
+        Verdict::Drop(DropReason::CeNotAllowed)
+    );
+    // A hairpin towards it from an allowed CE.
+    let hairpin = ipv4(
+        "10.96.1.100",
+        "10.255.255.222",
+        0,
+        41,
+        &echo(CE1_V6, outsider, 64, 0, 8),
+    );
+    assert_eq!(
+        verdict(&hairpin, true, &mut st),
+        Verdict::Drop(DropReason::CeNotAllowed)
+    );
+    // Without a list, mask length 0 warns what it means.
+    let (_, warnings) = Domain::new(&DomainSpec::new(
+        "vpc",
+        "2001:db8:0:f096::/64".parse().unwrap(),
+        0,
+        v4("10.255.255.222"),
+    ))
+    .unwrap();
+    assert!(
+        warnings.iter().any(|w| w.message.contains("ce-ipv4-allow")),
+        "{warnings:?}"
+    );
+}

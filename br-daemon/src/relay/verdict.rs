@@ -93,6 +93,8 @@ named_enum! {
         TxRingFull => "tx-ring-full",
         /// Forwarder: plaintext protocol 41 from a CE that an inbound IPsec policy says must arrive encrypted (RFC 4301 §5.2); the XDP program leaves these to the kernel, this catches a policy that changed in between.
         IpsecRequired => "ipsec-required",
+        /// Protocol 41 from, or a packet towards, a CE address outside the domain's `ce-ipv4-allow` prefixes.
+        CeNotAllowed => "ce-not-allowed",
         /// Slow path: protocol 41 the kernel received on an interface not in `ce-interfaces` (RFC 4213 §3.6); the XDP program drops these itself on attached interfaces (`drop-proto41-wrong-interface`).
         Proto41WrongInterface => "proto41-wrong-interface",
         /// Forwarder: handing the packet to the kernel (raw socket or TUN) failed, or its send buffer was full (the sends never block).
