@@ -6,14 +6,28 @@ use std::time::Duration;
 use br_tests::*;
 
 fn lab() -> Lab {
+    lab_with(false)
+}
+
+/// The lab; `fast_path_peers`: the XDP fast path can transmit (else every
+/// packet goes through the AF_XDP forwarder).
+fn lab_with(fast_path_peers: bool) -> Lab {
     Lab::start(LabOptions {
         queues: 2,
         extra_config: String::new(),
         extra_domains: String::new(),
         emulated_ces: true,
         ce_emulator: env!("CARGO_BIN_EXE_ce-emulator").into(),
-        fast_path_peers: false,
+        fast_path_peers,
     })
+}
+
+fn path_name(fast_path_peers: bool) -> &'static str {
+    if fast_path_peers {
+        "XDP fast path"
+    } else {
+        "AF_XDP forwarder"
+    }
 }
 
 #[test]
@@ -430,14 +444,7 @@ fn generic_xdp_mode_relays_too() {
 
 #[test]
 fn xdp_fast_path_carries_plain_traffic_and_leaves_the_rest_to_the_forwarder() {
-    let mut lab = Lab::start(LabOptions {
-        queues: 2,
-        extra_config: String::new(),
-        extra_domains: String::new(),
-        emulated_ces: true,
-        ce_emulator: env!("CARGO_BIN_EXE_ce-emulator").into(),
-        fast_path_peers: true,
-    });
+    let mut lab = lab_with(true);
     assert!(
         eventually(Duration::from_secs(5), || lab
             .daemon_output()
@@ -624,23 +631,12 @@ fn flood_unresolved_ces(lab: &Lab) -> [(u32, u32); 2] {
 }
 
 fn flood_leaves_legitimate_traffic_intact(fast_path_peers: bool) {
-    let mut lab = Lab::start(LabOptions {
-        queues: 2,
-        extra_config: String::new(),
-        extra_domains: String::new(),
-        emulated_ces: true,
-        ce_emulator: env!("CARGO_BIN_EXE_ce-emulator").into(),
-        fast_path_peers,
-    });
+    let mut lab = lab_with(fast_path_peers);
     // Resolve the neighbours first: legitimate traffic is established.
     let (n, out) = ping(&lab.lan, &format!("-6 -c 3 -i 0.2 {CE1_V6}"));
     assert_eq!(n, 3, "{out}\n{}", lab.daemon_output());
     let [during, after] = flood_unresolved_ces(&lab);
-    let path = if fast_path_peers {
-        "XDP fast path"
-    } else {
-        "AF_XDP forwarder"
-    };
+    let path = path_name(fast_path_peers);
     eprintln!(
         "{path}: during the flood {}/{} pings crossed, after it {}/{}; \
          kernel-send-failed {}, tx-kernel {}",
@@ -715,14 +711,7 @@ const OUTSIDER_V6: &str = "2001:db8:0:f096:a61:5::1";
 /// 41 from the LAN (RFC 4213 §3.6), also through the kernel (a link of
 /// the gateway without XDP).
 fn frames_not_for_the_br_are_not_relayed(fast_path_peers: bool) {
-    let lab = Lab::start(LabOptions {
-        queues: 2,
-        extra_config: String::new(),
-        extra_domains: String::new(),
-        emulated_ces: true,
-        ce_emulator: env!("CARGO_BIN_EXE_ce-emulator").into(),
-        fast_path_peers,
-    });
+    let lab = lab_with(fast_path_peers);
     // A side link without XDP, LAN namespace to gateway.
     veth(&lab.lan, "lan-x", &lab.gw, "gw-x", 1);
     lab.gw.sh(
@@ -892,14 +881,7 @@ fn frames_not_for_the_br_are_not_relayed_by_the_xdp_fast_path() {
 /// added and removed, the domain's MTU changed, and every tenth a bad
 /// file that is refused. Not one packet of the unchanged domain is lost.
 fn a_hundred_reloads_lose_nothing(fast_path_peers: bool) {
-    let lab = Lab::start(LabOptions {
-        queues: 2,
-        extra_config: String::new(),
-        extra_domains: String::new(),
-        emulated_ces: true,
-        ce_emulator: env!("CARGO_BIN_EXE_ce-emulator").into(),
-        fast_path_peers,
-    });
+    let lab = lab_with(fast_path_peers);
     let (n, out) = ping(&lab.lan, &format!("-6 -c 3 -i 0.2 {CE1_V6}"));
     assert_eq!(n, 3, "{out}");
     let good = std::fs::read_to_string(&lab.config).unwrap();
@@ -937,11 +919,7 @@ fn a_hundred_reloads_lose_nothing(fast_path_peers: bool) {
             (refused, reloads_took),
         )
     });
-    let path = if fast_path_peers {
-        "XDP fast path"
-    } else {
-        "AF_XDP forwarder"
-    };
+    let path = path_name(fast_path_peers);
     eprintln!(
         "{path}: 100 reloads ({} refused) in {:.1} s; LAN -> CE1 {}/{count}, CE1 -> LAN {}/{count} pings",
         refused.0,
