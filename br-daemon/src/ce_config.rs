@@ -28,6 +28,8 @@ pub enum CeConfigError {
     },
     #[error("{0} is the BR's own address, not a CE")]
     IsBr(Ipv4Addr),
+    #[error("{0} cannot be a CE: it is not a unicast address (0/8, 127/8, 224/4, 240/4); the relay drops its packets (martian-ipv4)")]
+    NotUnicast(Ipv4Addr),
 }
 
 /// What a CE is given, computed once and rendered in several forms.
@@ -74,6 +76,9 @@ pub fn linux_max_embedded_bits(prefix_len: u8) -> i16 {
 impl CePlan {
     /// The plan for CE `ce` of `domain`.
     pub fn new(domain: &Domain, ce: Ipv4Addr) -> Result<CePlan, CeConfigError> {
+        if crate::relay::is_martian_ipv4(ce) {
+            return Err(CeConfigError::NotUnicast(ce));
+        }
         if domain.is_br_ipv4(ce) {
             return Err(CeConfigError::IsBr(ce));
         }

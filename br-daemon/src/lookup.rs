@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 
-use crate::relay::Domain;
+use crate::relay::{is_martian_ipv4, Domain};
 
 /// One answer: the domain and what the query maps to in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,9 +14,25 @@ pub struct Answer {
     pub text: String,
 }
 
+/// What the relay does with packets of CE `ce` in `d`, when it does not
+/// simply relay them (docs/counters.md names the counters).
+fn fate(d: &Domain, ce: Ipv4Addr, br_known: bool) -> &'static str {
+    if is_martian_ipv4(ce) {
+        " (no CE can have this address: the relay drops it, martian-ipv4)"
+    } else if br_known && d.is_br_ipv4(ce) {
+        " (the BR itself: the relay drops packets towards it, martian-ipv4)"
+    } else if !d.ce_allowed(ce) {
+        " (outside ce-ipv4-allow: the relay drops it, ce-not-allowed)"
+    } else {
+        ""
+    }
+}
+
 /// Maps an IPv4 address (→ delegated prefix), an IPv6 address (→ CE IPv4)
-/// or an IPv6 prefix (→ the CE IPv4 address or range it covers).
-pub fn map(domains: &[Domain], query: &str) -> Result<Vec<Answer>, String> {
+/// or an IPv6 prefix (→ the CE IPv4 address or range it covers), saying
+/// what the relay would do with it. `br_known`: the domains have a real
+/// BR address (not given by flags without one), so answers may name it.
+pub fn map(domains: &[Domain], query: &str, br_known: bool) -> Result<Vec<Answer>, String> {
     let answer = |d: &Domain, text: String| Answer {
         domain: d.name().to_string(),
         text,
@@ -26,12 +42,7 @@ pub fn map(domains: &[Domain], query: &str) -> Result<Vec<Answer>, String> {
             .iter()
             .filter_map(|d| {
                 let p = d.delegated_prefix(v4)?;
-                let note = if d.is_br_ipv4(v4) {
-                    " (the BR itself)"
-                } else {
-                    ""
-                };
-                Some(answer(d, format!("{p}{note}")))
+                Some(answer(d, format!("{p}{}", fate(d, v4, br_known))))
             })
             .collect()
     } else if let Ok(v6) = query.parse::<Ipv6Addr>() {
@@ -39,12 +50,12 @@ pub fn map(domains: &[Domain], query: &str) -> Result<Vec<Answer>, String> {
             .iter()
             .filter_map(|d| {
                 let ce = d.ce_ipv4(v6)?;
-                let note = if v6 == d.br_ipv6() {
+                let note = if br_known && v6 == d.br_ipv6() {
                     " (the BR's own address)"
-                } else if d.in_br_prefix(v6) {
+                } else if br_known && d.in_br_prefix(v6) {
                     " (inside the BR's own prefix: dropped, br-own-prefix)"
                 } else {
-                    ""
+                    fate(d, ce, br_known)
                 };
                 Some(answer(d, format!("{ce}{note}")))
             })
@@ -65,8 +76,12 @@ pub fn map(domains: &[Domain], query: &str) -> Result<Vec<Answer>, String> {
     Ok(answers)
 }
 
-/// The CE addresses an IPv6 prefix inside the 6rd prefix covers.
+/// The CE addresses an IPv6 prefix inside the 6rd prefix covers (all of
+/// them, the common prefix, for one that covers the whole 6rd prefix).
 fn prefix_to_ipv4(d: &Domain, net: Ipv6Net) -> Option<Ipv4Net> {
+    if net.contains(&d.prefix()) {
+        return Some(d.common_ipv4_prefix());
+    }
     if !d.prefix().contains(&net) {
         return None;
     }
@@ -98,7 +113,7 @@ mod tests {
     }
 
     fn texts(q: &str) -> Vec<String> {
-        map(&domains(), q)
+        map(&domains(), q, true)
             .unwrap()
             .into_iter()
             .map(|a| a.text)
@@ -118,9 +133,29 @@ mod tests {
             texts("2001:db8:0:f096:aff:ffde::1"),
             ["10.255.255.222 (the BR's own address)"]
         );
-        assert!(map(&domains(), "2001:db9::1")
+        assert!(map(&domains(), "2001:db9::1", true)
             .unwrap_err()
             .contains("no configured 6rd domain"));
-        assert!(map(&domains(), "nonsense").is_err());
+        assert!(map(&domains(), "nonsense", true).is_err());
+    }
+
+    #[test]
+    fn answers_say_what_the_relay_does() {
+        assert_eq!(
+            texts("2001:db8:0:f096::1"),
+            ["0.0.0.0 (no CE can have this address: the relay drops it, martian-ipv4)"]
+        );
+        assert_eq!(
+            texts("224.0.0.1")[0],
+            "2001:db8:0:f096:e000:1::/96 (no CE can have this address: the relay drops it, martian-ipv4)"
+        );
+        assert!(texts("10.255.255.222")[0].contains("(the BR itself"));
+        // A prefix covering the whole domain covers every CE.
+        assert_eq!(texts("2001:db8:0:f096::/60")[0], "0.0.0.0/0");
+        // Without a BR, nothing is said of one.
+        let no_br = map(&domains(), "10.255.255.222", false).unwrap();
+        assert!(!no_br[0].text.contains("BR"), "{no_br:?}");
+        let own = map(&domains(), "2001:db8:0:f096:aff:ffde::1", false).unwrap();
+        assert_eq!(own[0].text, "10.255.255.222", "{own:?}");
     }
 }

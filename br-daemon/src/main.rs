@@ -99,10 +99,15 @@ struct DomainArgs {
     br_ipv4: Option<Ipv4Addr>,
 }
 
+/// A stand-in BR address (TEST-NET-1) for a domain given by flags
+/// without --br-ipv4: the mapping needs none, and no answer mentions it.
+const NO_BR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
 impl DomainArgs {
-    /// The domains to use; `sample` is an IPv4 address known to be in the
-    /// common prefix when no BR address is given.
-    fn domains(&self, sample: Option<Ipv4Addr>) -> Result<Vec<Domain>> {
+    /// The domains to use, and whether they know their BR (false: given by
+    /// flags without --br-ipv4). `sample` is an IPv4 address known to be in
+    /// the common prefix when no BR address is given.
+    fn domains(&self, sample: Option<Ipv4Addr>) -> Result<(Vec<Domain>, bool)> {
         if let Some(path) = &self.config {
             let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
             let domains: Vec<Domain> = config
@@ -117,29 +122,33 @@ impl DomainArgs {
                     self.domain.as_deref().unwrap_or("")
                 );
             }
-            return Ok(domains);
+            return Ok((domains, true));
         }
         let Some(prefix) = self.prefix else {
             bail!(
                 "give the domain: --config FILE, or --prefix P [--ipv4-mask-len K] [--br-ipv4 A]"
             );
         };
-        let br = match (self.br_ipv4, sample) {
-            (Some(br), _) => br,
-            (None, Some(s)) => s,
-            // With IPv4MaskLen 0 the BR address does not enter the mapping.
-            (None, None) if self.ipv4_mask_len == 0 => Ipv4Addr::new(192, 0, 2, 1),
-            (None, None) => bail!(
-                "--ipv4-mask-len {} needs --br-ipv4 to know the common IPv4 prefix",
-                self.ipv4_mask_len
-            ),
-        };
-        let mut spec = DomainSpec::new("flags", prefix, self.ipv4_mask_len, br);
-        if self.br_ipv4.is_none() {
-            spec.ce_ipv4_sample = sample;
+        if let Some(br) = self.br_ipv4 {
+            let (domain, _) =
+                Domain::new(&DomainSpec::new("flags", prefix, self.ipv4_mask_len, br))?;
+            return Ok((vec![domain], true));
+        }
+        let mut spec = DomainSpec::new("flags", prefix, self.ipv4_mask_len, NO_BR);
+        if self.ipv4_mask_len > 0 {
+            let Some(s) = sample.filter(|s| !br_daemon::relay::is_martian_ipv4(*s)) else {
+                bail!(
+                    "--ipv4-mask-len {} needs --br-ipv4 (or an IPv4 query) to know the common IPv4 prefix",
+                    self.ipv4_mask_len
+                );
+            };
+            spec.ce_ipv4_sample = Some(s);
+            // The stand-in is outside the common prefix: any address of
+            // the prefix satisfies the BR-address rule; no answer shows it.
+            spec.br_ipv6 = Some(prefix.network());
         }
         let (domain, _) = Domain::new(&spec)?;
-        Ok(vec![domain])
+        Ok((vec![domain], false))
     }
 }
 
@@ -158,8 +167,8 @@ fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Run { config } => br_daemon_run(&config),
         Command::Map { query, domain } => {
-            let domains = domain.domains(query.parse().ok())?;
-            let answers = lookup::map(&domains, &query).map_err(anyhow::Error::msg)?;
+            let (domains, br_known) = domain.domains(query.parse().ok())?;
+            let answers = lookup::map(&domains, &query, br_known).map_err(anyhow::Error::msg)?;
             let several = answers.len() > 1;
             for a in answers {
                 if several {
@@ -171,7 +180,10 @@ fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CeConfig { ce, dev, domain } => {
-            let domains = domain.domains(Some(ce))?;
+            let (domains, br_known) = domain.domains(Some(ce))?;
+            if !br_known {
+                bail!("a CE needs its BR's IPv4 address: give --br-ipv4 (or --config FILE)");
+            }
             let d = domains
                 .iter()
                 .find(|d| d.contains_ipv4(ce))

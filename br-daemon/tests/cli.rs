@@ -135,3 +135,47 @@ fn every_counter_is_documented() {
         );
     }
 }
+
+/// Issue 10: without --br-ipv4 there is no BR, and no answer may invent one.
+#[test]
+fn map_and_ce_config_without_a_br_never_mention_one() {
+    const P: &[&str] = &["--prefix", "2001:db8:0:f096::/64"];
+    let run = |args: &[&str]| br(&[args, P].concat());
+    let o = run(&["map", "10.96.1.100"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "2001:db8:0:f096:a60:164::/96");
+    // 192.0.2.1 is a CE like any other here.
+    let o = run(&["map", "2001:db8:0:f096:c000:201::1"]);
+    assert_eq!(stdout(&o).trim(), "192.0.2.1", "{}", stderr(&o));
+    // A multicast address is no CE, whether or not a BR is named.
+    let o = run(&["map", "224.0.0.1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("the relay drops it, martian-ipv4"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!stderr(&o).contains("BR"), "{}", stderr(&o));
+    // A CE configuration needs the BR's address.
+    let o = run(&["ce-config", "10.96.1.100"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("give --br-ipv4"), "{}", stderr(&o));
+    // ...and a unicast CE.
+    for ce in ["224.0.0.1", "0.0.0.0", "127.0.0.1"] {
+        let o = run(&["ce-config", ce, "--br-ipv4", "10.255.255.222"]);
+        assert!(!o.status.success(), "{ce}: {}", stdout(&o));
+        assert!(
+            stderr(&o).contains("cannot be a CE"),
+            "{ce}: {}",
+            stderr(&o)
+        );
+    }
+    // A prefix covering the whole domain covers every CE.
+    let o = br(&[
+        "map",
+        "2001:db8:0:f096::/60",
+        "--prefix",
+        "2001:db8:0:f096::/64",
+    ]);
+    assert_eq!(stdout(&o).trim(), "0.0.0.0/0", "{}", stderr(&o));
+}

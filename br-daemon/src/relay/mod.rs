@@ -41,7 +41,7 @@ pub use frame::Frame;
 pub use ratelimit::{IcmpRate, TokenBucket};
 pub use verdict::{DropReason, Egress, Path, Verdict};
 
-use domain::is_martian_ipv4;
+pub use domain::is_martian_ipv4;
 use wire::*;
 
 /// Headroom a frame needs for the worst case: an ICMPv6 error (48 bytes)
