@@ -328,7 +328,9 @@ mod tests {
     #[test]
     fn scenario_imports_cleanly() {
         let out = import(SCENARIO_CISCO, "cisco.txt").unwrap();
-        let config = Config::parse(&out.toml, "imported.toml").unwrap();
+        // As the operator would: the placeholders replaced first.
+        let config =
+            Config::parse(&out.toml.replace("CHANGE-ME-", "eth-"), "imported.toml").unwrap();
         let d = &config.domains[0];
         assert_eq!(d.prefix(), "2001:db8:0:f096::/64".parse().unwrap());
         assert_eq!(d.br_ipv4(), "10.255.255.222".parse::<Ipv4Addr>().unwrap());
@@ -366,7 +368,7 @@ mod tests {
     fn source_as_address_prefix_len_mtu_and_ttl() {
         let text = "interface Tunnel7\n tunnel source 192.0.2.1\n tunnel mode ipv6ip 6rd\n tunnel 6rd prefix 2001:db8:100::/40\n tunnel 6rd ipv4 prefix-len 8\n ipv6 mtu 1400\n tunnel ttl 30\n";
         let out = import(text, "c").unwrap();
-        let config = Config::parse(&out.toml, "x").unwrap();
+        let config = Config::parse(&out.toml.replace("CHANGE-ME-", "eth-"), "x").unwrap();
         let d = &config.domains[0];
         assert_eq!((d.ipv4_mask_len(), d.mtu(), d.ttl()), (8, 1400, 30));
         assert_eq!(d.br_ipv4(), "192.0.2.1".parse::<Ipv4Addr>().unwrap());

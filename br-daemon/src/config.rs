@@ -191,6 +191,9 @@ fn unquoted_value(line: &str) -> Option<(&str, &str)> {
 }
 
 fn valid_interface_name(name: &str) -> Result<(), &'static str> {
+    if name.starts_with("CHANGE-ME") {
+        return Err("a placeholder left by import-cisco: put the gateway's interface name here");
+    }
     if name.is_empty() || name.len() > 15 {
         return Err("Linux interface names have 1 to 15 bytes");
     }
@@ -270,6 +273,23 @@ fn build(lines: &mut Lines, raw: RawConfig) -> Option<Config> {
     let relay = raw.relay.map(Spanned::into_inner).unwrap_or_default();
 
     let interfaces = interface_list(lines, &relay.interfaces);
+    if interfaces.is_empty() && relay.interfaces.is_empty() {
+        lines.report(
+            relay_span.clone(),
+            "no interfaces in [relay]: list the LAN and WAN interfaces the XDP program attaches to \
+             (interfaces = [\"eth0\", \"eth1\"])",
+        );
+    }
+    if interfaces.len() > br_ebpf::MAX_INTERFACES as usize {
+        lines.report(
+            relay_span.clone(),
+            format!(
+                "{} interfaces: the XDP program serves at most {}",
+                interfaces.len(),
+                br_ebpf::MAX_INTERFACES
+            ),
+        );
+    }
     let ce_interfaces = relay
         .ce_interfaces
         .as_ref()
@@ -362,6 +382,32 @@ fn build(lines: &mut Lines, raw: RawConfig) -> Option<Config> {
                     .to_string(),
             },
         ));
+    }
+    if domains.len() > br_ebpf::MAX_PREFIXES as usize {
+        lines.report(
+            domains[br_ebpf::MAX_PREFIXES as usize].1.clone(),
+            format!(
+                "{} domains: the XDP program holds at most {}",
+                domains.len(),
+                br_ebpf::MAX_PREFIXES
+            ),
+        );
+    }
+    let mut br_addresses: Vec<Ipv4Addr> = domains
+        .iter()
+        .flat_map(|(d, _)| d.br_ipv4_all().iter().copied())
+        .collect();
+    br_addresses.sort();
+    br_addresses.dedup();
+    if br_addresses.len() > br_ebpf::MAX_BR_ADDRS as usize {
+        lines.report(
+            relay_span.clone(),
+            format!(
+                "{} BR IPv4 addresses in all domains: the XDP program holds at most {}",
+                br_addresses.len(),
+                br_ebpf::MAX_BR_ADDRS
+            ),
+        );
     }
     let only_domains: Vec<Domain> = domains.iter().map(|(d, _)| d.clone()).collect();
     if let Err(e) = Domains::new(only_domains.clone()) {
@@ -627,6 +673,43 @@ br-ipv4 = "10.255.255.222"
     }
 
     #[test]
+    fn what_run_refuses_check_config_refuses() {
+        // No interfaces, or import-cisco's placeholders.
+        for relay in [
+            "[relay]\ninterfaces = []\n",
+            "",
+            "[relay]\ninterfaces = [\"CHANGE-ME-lan\"]\n",
+        ] {
+            let text =
+                format!("{relay}[[domain]]\nprefix = \"2001:db8::/32\"\nbr-ipv4 = \"10.0.0.1\"\n");
+            let p = problems(&text);
+            assert_eq!(p.len(), 1, "{relay:?}: {p:?}");
+            assert!(
+                p[0].1.contains("no interfaces") || p[0].1.contains("placeholder"),
+                "{p:?}"
+            );
+        }
+        let nine: Vec<String> = (0..9).map(|i| format!("\"eth{i}\"")).collect();
+        let p = problems(&format!("[relay]\ninterfaces = [{}]\n", nine.join(", ")));
+        assert!(p[0].1.contains("at most 8"), "{p:?}");
+        // A 6rd prefix that would capture the host's own traffic.
+        for prefix in ["::/0", "fe80::/64", "ff00::/8"] {
+            let p = problems(&SCENARIO.replace("2001:db8:0:f096::/64", prefix));
+            assert!(p[0].1.contains("not global unicast"), "{prefix}: {p:?}");
+        }
+        // More domains or BR addresses than the XDP maps hold.
+        let many: String = (0..65)
+            .map(|i| format!("[[domain]]\nprefix = \"2001:db8:{i:x}::/48\"\nipv4-mask-len = 16\nbr-ipv4 = \"10.{i}.0.1\"\n"))
+            .collect();
+        let p = problems(&format!("[relay]\ninterfaces = [\"eth0\"]\n{many}"));
+        assert!(p.iter().any(|(_, m)| m.contains("65 domains")), "{p:?}");
+        assert!(
+            p.iter().any(|(_, m)| m.contains("65 BR IPv4 addresses")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
     fn unknown_key_is_an_error_with_its_line() {
         let text = SCENARIO.replace("queues = 2", "queues = 2\nqueus = 3");
         let p = problems(&text);
@@ -720,6 +803,7 @@ mtu = 1000
     fn several_br_addresses_and_explicit_fields() {
         let text = r#"
 [relay]
+interfaces = ["eth0"]
 metrics = "off"
 xdp-mode = "generic"
 xdp-fast-path = false

@@ -43,6 +43,15 @@ fn import_check_map_and_ce_config_from_the_cisco_configuration() {
     let toml = dir.join("br.toml");
     std::fs::write(&toml, stdout(&imported)).unwrap();
     let t = toml.to_str().unwrap();
+    // Straight from the import, the interface placeholders are refused.
+    let check = br(&["check-config", t]);
+    assert_eq!(check.status.code(), Some(2), "{}", stderr(&check));
+    assert!(
+        stderr(&check).contains("CHANGE-ME-lan\": a placeholder"),
+        "{}",
+        stderr(&check)
+    );
+    std::fs::write(&toml, stdout(&imported).replace("CHANGE-ME-", "eth-")).unwrap();
 
     let check = br(&["check-config", t]);
     assert!(check.status.success(), "{}", stderr(&check));

@@ -8,13 +8,15 @@ use br_daemon::relay::{
 };
 use proptest::prelude::*;
 
-/// A valid domain: any prefix length n and IPv4MaskLen k with n + 32 - k <= 128.
+/// A valid domain: any prefix length n (from 3: inside 2000::/3) and
+/// IPv4MaskLen k with n + 32 - k <= 128.
 fn domain_strategy() -> impl Strategy<Value = (Domain, u32)> {
     (0u8..=32, any::<u128>(), any::<u32>()).prop_flat_map(|(k, prefix_bits, br)| {
         let max_n = 128 - (32 - k);
-        (1u8..=max_n).prop_map(move |n| {
+        (3u8..=max_n).prop_map(move |n| {
             let mask = u128::MAX << (128 - u32::from(n));
-            let prefix = ipnet::Ipv6Net::new(Ipv6Addr::from(prefix_bits & mask), n).unwrap();
+            let global = (prefix_bits & !(0b111 << 125)) | (1 << 125);
+            let prefix = ipnet::Ipv6Net::new(Ipv6Addr::from(global & mask), n).unwrap();
             // A unicast BR address: 10.x.y.z keeps it out of the martian ranges.
             let br = Ipv4Addr::from(0x0a00_0000 | (br & 0x00ff_fff0) | 1);
             let spec = DomainSpec::new("p", prefix, k, br);

@@ -78,6 +78,15 @@ pub const DEFAULT_TUNNEL_MTU: u16 = 1280;
 pub const DEFAULT_TTL: u8 = 64;
 /// The IPv6 minimum link MTU (RFC 8200 §5).
 pub const IPV6_MIN_MTU: u16 = 1280;
+/// Whether a 6rd prefix lies in global unicast space (RFC 4291 §2.4:
+/// 2000::/3, the space IANA allocates from) or unique local space
+/// (RFC 4193 fc00::/7, for a private deployment), so that routing it into
+/// the tunnel cannot capture link-local, multicast or mapped addresses.
+fn is_global_unicast_prefix(p: Ipv6Net) -> bool {
+    let bits = u128::from(p.network());
+    (p.prefix_len() >= 3 && bits >> 125 == 1) || (p.prefix_len() >= 7 && bits >> 121 == 0x7e)
+}
+
 /// Most `ce-ipv4-allow` prefixes per domain: what the XDP program's
 /// `struct domain_info` holds.
 pub const MAX_CE_ALLOW: usize = br_ebpf::MAX_CE_ALLOW as usize;
@@ -97,6 +106,12 @@ pub enum DomainError {
         embedded: u8,
         total: u16,
     },
+    #[error(
+        "6rd prefix {0} is not global unicast space (it must lie inside 2000::/3, or fc00::/7 \
+         for unique local addresses): ::/0, link-local, multicast or IPv4-mapped space would \
+         route the host's own traffic into the tunnel"
+    )]
+    PrefixNotGlobalUnicast(Ipv6Net),
     #[error("6rd prefix {0} has bits set after its length; did you mean {1}?")]
     PrefixHostBits(Ipv6Net, Ipv6Net),
     #[error("the domain has no BR IPv4 address")]
@@ -193,6 +208,9 @@ impl Domain {
                 embedded,
                 total,
             });
+        }
+        if !is_global_unicast_prefix(spec.prefix) {
+            return Err(DomainError::PrefixNotGlobalUnicast(spec.prefix));
         }
         if spec.prefix.trunc() != spec.prefix {
             return Err(DomainError::PrefixHostBits(
@@ -643,6 +661,25 @@ mod tests {
             Domain::new(&spec),
             Err(DomainError::PrefixHostBits(..))
         ));
+        spec.prefix = "fd00:96::/32".parse().unwrap();
+        assert!(Domain::new(&spec).is_ok(), "unique local space is allowed");
+        for bad in [
+            "::/0",
+            "fe80::/64",
+            "ff00::/8",
+            "::ffff:0:0/96",
+            "2000::/2",
+            "fc00::/6",
+        ] {
+            spec.prefix = bad.parse().unwrap();
+            assert!(
+                matches!(
+                    Domain::new(&spec),
+                    Err(DomainError::PrefixNotGlobalUnicast(..))
+                ),
+                "{bad}"
+            );
+        }
         spec.prefix = "2001:db8::/64".parse().unwrap();
         spec.ipv4_mask_len = 33;
         assert_eq!(
