@@ -7,8 +7,9 @@
 //! (`ipip6_tunnel_update_6rd` in `net/ipv6/sit.c`). When the domain's
 //! own IPv4MaskLen fits, the CE gets it and reaches other CEs directly
 //! (RFC 5969 §7.1); otherwise it gets its own address as a /32 relay
-//! prefix, embeds nothing itself, and every packet goes through the BR,
-//! which hairpins CE-to-CE traffic (RFC 5969 §8).
+//! prefix. Then sit maps every 6rd-prefix destination to the CE's own IPv4
+//! address: IPv6 to other CEs never leaves the CE (docs/linux-ce.md has the
+//! test that shows it); everything else goes to the BR.
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -147,7 +148,8 @@ impl CePlan {
                 s,
                 "# Linux accepts a 6rd setting only when 6rd prefix length + (32 - relay prefix length) <= 64.\n\
                  # With the /{} 6rd prefix that rules out the domain's {}: this CE embeds no IPv4 bits\n\
-                 # itself, so it sends everything, other CEs included, to the BR, which relays it.",
+                 # itself, so sit maps every 6rd-prefix destination to its own address: IPv6 to other\n\
+                 # CEs never leaves this CE (use IPv4 between instances); all else goes to the BR.",
                 domain.prefix().prefix_len(),
                 domain.common_ipv4_prefix()
             );

@@ -329,8 +329,9 @@ impl Domain {
                 rule: "Linux sit (6rd prefix length + 32 - relay prefix length <= 64)",
                 message: format!(
                     "a Linux CE cannot be given 6rd-relay_prefix {}: it must use its own \
-                     address/32, so it sends every packet for another CE through this BR \
-                     (which relays it: hairpin); `br-daemon ce-config` prints the right lines",
+                     address/32, so sit maps every 6rd-prefix destination to its own IPv4 \
+                     address and IPv6 between CEs never leaves the CE (they talk IPv4); \
+                     LAN <-> CE works; `br-daemon ce-config` prints the right lines",
                     self.common_ipv4_prefix()
                 ),
             });
