@@ -74,7 +74,11 @@ impl fmt::Display for ConfigError {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{}:{}: {}", self.file, p.line, p.message)?;
+            // Line 0: about the file as a whole (it cannot be read).
+            match p.line {
+                0 => write!(f, "{}: {}", self.file, p.message)?,
+                line => write!(f, "{}:{line}: {}", self.file, p.message)?,
+            }
         }
         Ok(())
     }
@@ -234,10 +238,15 @@ impl Config {
                 let span = e.span().unwrap_or(0..0);
                 let line = text[..span.start.min(text.len())].matches('\n').count();
                 let said = e.message().trim();
-                let message = match text.lines().nth(line).and_then(unquoted_value) {
+                let source_line = text.lines().nth(line).unwrap_or("");
+                let message = match unquoted_value(source_line) {
                     Some((key, value)) => format!(
                         "{key} = {value}: addresses, prefixes and names are strings in TOML, \
                          write {key} = \"{value}\" (the TOML parser said: {said})"
+                    ),
+                    None if source_line.trim() == "[domain]" => format!(
+                        "write [[domain]]: each 6rd domain is one entry of an array of tables \
+                         (the TOML parser said: {said})"
                     ),
                     None => said.to_string(),
                 };
@@ -648,6 +657,20 @@ br-ipv4 = "10.255.255.222"
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(p.iter().all(|(line, _)| *line == 4), "{p:?}");
         assert!(p[0].1.contains("listed twice"), "{p:?}");
+    }
+
+    #[test]
+    fn a_single_bracket_domain_gets_a_hint_and_an_unreadable_file_no_line() {
+        let p = problems(&SCENARIO.replace("[[domain]]", "[domain]"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, 7, "{p:?}");
+        assert!(p[0].1.starts_with("write [[domain]]"), "{p:?}");
+        let e = Config::load(Path::new("/nonexistent/br.toml")).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("/nonexistent/br.toml: cannot read"),
+            "{text}"
+        );
     }
 
     #[test]
