@@ -10,15 +10,22 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo:rerun-if-changed=src/steer_abi.h");
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
-    for program in ["steer", "bench"] {
+    // (object, source, defines): the device-bound build reads VLAN metadata.
+    let objects: [(&str, &str, &[&str]); 3] = [
+        ("steer", "steer", &[]),
+        ("steer_dev_bound", "steer", &["-DBR_DEV_BOUND"]),
+        ("bench", "bench", &[]),
+    ];
+    for (object, program, defines) in objects {
         let source = format!("src/{program}.bpf.c");
         println!("cargo:rerun-if-changed={source}");
         let status = Command::new(&clang)
             .args(["-O2", "-g", "-Wall", "-Werror", "-target", "bpf"])
+            .args(defines)
             // Debian keeps asm/types.h under the multiarch directory.
             .arg("-I/usr/include/x86_64-linux-gnu")
             .args(["-c", &source, "-o"])
-            .arg(out.join(format!("{program}.bpf.o")))
+            .arg(out.join(format!("{object}.bpf.o")))
             .status()
             .unwrap_or_else(|e| {
                 panic!(

@@ -42,6 +42,8 @@ struct Interface {
     ipv4_prefix_len: Option<u8>,
     mtu: Option<u16>,
     ttl: Option<u8>,
+    /// `ipv6 tcp adjust-mss N`, with its line.
+    adjust_mss: Option<(u16, usize)>,
 }
 
 /// `GigabitEthernet 0/1` and `gigabitethernet0/1` are the same interface.
@@ -136,6 +138,13 @@ pub fn import(text: &str, origin: &str) -> Result<Import, ImportError> {
                             .map_err(|_| invalid(line, format!("{n:?} is not an MTU")))?,
                     );
                 }
+                ["ipv6", "tcp", "adjust-mss", n] => {
+                    iface.adjust_mss = Some((
+                        n.parse()
+                            .map_err(|_| invalid(line, format!("{n:?} is not an MSS")))?,
+                        line,
+                    ));
+                }
                 ["tunnel", "ttl", n] => {
                     iface.ttl = Some(
                         n.parse()
@@ -173,6 +182,14 @@ pub fn import(text: &str, origin: &str) -> Result<Import, ImportError> {
         return Err(ImportError::NoSixrdTunnel);
     }
     for iface in interfaces.values().filter(|i| !i.sixrd_mode) {
+        if let Some((mss, line)) = iface.adjust_mss {
+            warnings.push(format!(
+                "{origin}:{line}: not used: {} clamps the MSS of all TCP through it; the BR \
+                 clamps 6rd traffic per domain: set tcp-mss = {mss} in the [[domain]]s whose \
+                 traffic crosses it",
+                iface.display
+            ));
+        }
         if let Some((addr, line)) = iface.ipv6 {
             warnings.push(format!(
                 "{origin}:{line}: not used: {} address {addr} stays on the Linux interface (ip -6 addr add {addr} dev <lan interface>)",
@@ -265,6 +282,25 @@ pub fn import(text: &str, origin: &str) -> Result<Import, ImportError> {
         }
         let _ = writeln!(toml, "mtu = {}", domain.mtu());
         let _ = writeln!(toml, "ttl = {}", domain.ttl());
+        if let Some((mss, line)) = t.adjust_mss {
+            let fits = domain.mtu().saturating_sub(60);
+            if mss <= fits {
+                let _ = writeln!(toml, "# ipv6 tcp adjust-mss {mss}");
+                let _ = writeln!(toml, "tcp-mss = {mss}");
+            } else {
+                warnings.push(format!(
+                    "{origin}:{line}: ipv6 tcp adjust-mss {mss} does not fit the tunnel MTU \
+                     {} (at most {fits}): imported as tcp-mss = \"auto\" ({fits})",
+                    domain.mtu()
+                ));
+                let _ = writeln!(
+                    toml,
+                    "# ipv6 tcp adjust-mss {mss}: more than fits mtu {}",
+                    domain.mtu()
+                );
+                let _ = writeln!(toml, "tcp-mss = \"auto\"");
+            }
+        }
         let _ = writeln!(
             toml,
             "# The IPv4 prefixes the CEs are in (e.g. the VPC CIDR): protocol 41 from"
@@ -373,6 +409,46 @@ mod tests {
         assert_eq!((d.ipv4_mask_len(), d.mtu(), d.ttl()), (8, 1400, 30));
         assert_eq!(d.br_ipv4(), "192.0.2.1".parse::<Ipv4Addr>().unwrap());
         assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+    }
+
+    #[test]
+    fn adjust_mss_becomes_tcp_mss() {
+        let tunnel = |mtu: u16, mss: u16| {
+            format!("interface Tunnel0\n tunnel source 192.0.2.1\n tunnel mode ipv6ip 6rd\n tunnel 6rd prefix 2001:db8:100::/40\n ipv6 mtu {mtu}\n ipv6 tcp adjust-mss {mss}\n")
+        };
+        let parsed = |out: &Import| {
+            Config::parse(&out.toml.replace("CHANGE-ME-", "eth-"), "x")
+                .unwrap()
+                .domains[0]
+                .tcp_mss()
+        };
+        let out = import(&tunnel(1480, 1400), "c").unwrap();
+        assert_eq!(parsed(&out), Some(1400));
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+        // More than fits: "auto", said on its line.
+        let out = import(&tunnel(1280, 1440), "c").unwrap();
+        assert_eq!(parsed(&out), Some(1220));
+        assert!(
+            out.warnings[0].starts_with("c:6: ipv6 tcp adjust-mss 1440 does not fit"),
+            "{:?}",
+            out.warnings
+        );
+        // On another interface: what to do instead.
+        let lan = format!(
+            "{}interface Gi0/1\n ipv6 tcp adjust-mss 1360\n",
+            tunnel(1480, 1400)
+        );
+        let out = import(&lan, "c").unwrap();
+        assert!(
+            out.warnings[0].starts_with("c:8: not used: Gi0/1 clamps the MSS"),
+            "{:?}",
+            out.warnings
+        );
+        assert!(
+            out.warnings[0].contains("set tcp-mss = 1360"),
+            "{:?}",
+            out.warnings
+        );
     }
 
     #[test]

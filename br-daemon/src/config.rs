@@ -125,6 +125,7 @@ struct RawDomain {
     ce_ipv4_allow: Vec<Spanned<String>>,
     mtu: Option<Spanned<i64>>,
     ttl: Option<Spanned<i64>>,
+    tcp_mss: Option<Spanned<toml::Value>>,
 }
 
 /// Default address of the counters endpoint.
@@ -545,6 +546,7 @@ fn domain_spec(lines: &mut Lines, d: &RawDomain, index: usize) -> Option<DomainS
         Some(t) => lines.int::<u8>(t, "ttl", 1, 255),
         None => Some(crate::relay::domain::DEFAULT_TTL),
     };
+    let tcp_mss = d.tcp_mss.as_ref().and_then(|v| tcp_mss(lines, v, mtu?));
     if lines.problems.len() != before {
         return None;
     }
@@ -559,7 +561,43 @@ fn domain_spec(lines: &mut Lines, d: &RawDomain, index: usize) -> Option<DomainS
         mtu: mtu?,
         ttl: ttl?,
         ce_ipv4_allow,
+        tcp_mss,
     })
+}
+
+/// IPv6 + TCP headers: what a segment adds to its MSS (RFC 9293 §3.7.1).
+const TCP_IPV6_OVERHEAD: u16 = 60;
+/// The smallest clamp accepted: IPv4's default MSS (RFC 9293 §3.7.1);
+/// IPv6's minimum MTU gives 1220, and less only wastes the link.
+const MIN_TCP_MSS: i64 = 536;
+
+/// `tcp-mss = N` or `"auto"` (the tunnel MTU less 60, what fits it).
+fn tcp_mss(lines: &mut Lines, v: &Spanned<toml::Value>, mtu: u16) -> Option<u16> {
+    let fits = mtu - TCP_IPV6_OVERHEAD;
+    match v.get_ref() {
+        toml::Value::String(s) if s == "auto" => Some(fits),
+        toml::Value::Integer(n) => {
+            let n = lines.int::<u16>(&Spanned::new(v.span(), *n), "tcp-mss", MIN_TCP_MSS, 65535)?;
+            if n > fits {
+                lines.report(
+                    v.span(),
+                    format!(
+                        "tcp-mss = {n} is more than fits the tunnel (mtu {mtu} - 60 = {fits}): \
+                         such segments would need Packet Too Big; use {fits} or \"auto\""
+                    ),
+                );
+                return None;
+            }
+            Some(n)
+        }
+        other => {
+            lines.report(
+                v.span(),
+                format!("tcp-mss = {other}: expected a number like 1220, or \"auto\" (mtu - 60)"),
+            );
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -610,6 +648,39 @@ br-ipv4 = "10.255.255.222"
             .warnings
             .iter()
             .any(|(_, w)| w.message.contains("ce-ipv4-allow")));
+    }
+
+    #[test]
+    fn tcp_mss_is_a_number_that_fits_or_auto() {
+        let with = |v: &str| {
+            SCENARIO.replace(
+                "ipv4-mask-len = 0\n",
+                &format!("ipv4-mask-len = 0\nmtu = 1480\ntcp-mss = {v}\n"),
+            )
+        };
+        let mss = |v: &str| Config::parse(&with(v), "t.toml").unwrap().domains[0].tcp_mss();
+        assert_eq!(mss("1220"), Some(1220));
+        assert_eq!(mss("\"auto\""), Some(1420));
+        assert_eq!(
+            Config::parse(SCENARIO, "t.toml").unwrap().domains[0].tcp_mss(),
+            None
+        );
+        for (v, says) in [
+            ("1460", "more than fits the tunnel (mtu 1480 - 60 = 1420)"),
+            ("100", "out of range (536..=65535)"),
+            ("\"big\"", "expected a number like 1220, or \"auto\""),
+        ] {
+            let p = problems(&with(v));
+            assert_eq!(p.len(), 1, "{v}: {p:?}");
+            assert!(p[0].1.contains(says), "{v}: {p:?}");
+            // On the tcp-mss line (the domain starts at SCENARIO's line 5).
+            let line = with(v)
+                .lines()
+                .position(|l| l.starts_with("tcp-mss"))
+                .unwrap()
+                + 1;
+            assert_eq!(p[0].0, line, "{v}: {p:?}");
+        }
     }
 
     #[test]

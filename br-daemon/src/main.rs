@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use br_daemon::config::Config;
 use br_daemon::dataplane::counters::Io;
-use br_daemon::relay::{Domain, DomainSpec, DropReason, Path};
+use br_daemon::relay::{Domain, DomainSpec, DropReason, MssEvent, Path};
 use br_daemon::{ce_config, cisco, lookup};
 use clap::{Args, Parser, Subcommand};
 use ipnet::Ipv6Net;
@@ -236,6 +236,9 @@ fn run(command: Command) -> Result<ExitCode> {
             }
             for (name, meaning) in br_ebpf::DECLINE_NAMES {
                 println!("declined:{name:<17} {meaning}");
+            }
+            for e in MssEvent::ALL {
+                println!("tcp-mss:{:<18} {}", e.name(), e.meaning());
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -181,3 +181,47 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    /// Whatever the options, MSS clamping never panics, leaves a checksum
+    /// that verifies, and changes at most the MSS value and the checksum.
+    #[test]
+    fn mss_clamping_keeps_checksums_and_touches_only_the_mss(
+        options in proptest::collection::vec(any::<u8>(), 0..=40usize),
+        words in 0u8..=10,
+        flags in any::<u8>(),
+        clamp in 536u16..=1500,
+        payload in proptest::collection::vec(any::<u8>(), 0..16usize),
+    ) {
+        use br_daemon::relay::tcp_mss::{clamp as clamp_mss, MssClamp};
+        let (src, dst): (Ipv6Addr, Ipv6Addr) =
+            ("2001:db8::1".parse().unwrap(), "2001:db8:0:f096:a60:164::1".parse().unwrap());
+        // A data offset that may or may not match the options' length.
+        let mut seg = vec![0u8; 20];
+        seg[12] = (5 + words) << 4;
+        seg[13] = flags;
+        seg.extend_from_slice(&options);
+        seg.extend_from_slice(&payload);
+        let c = finish(sum_bytes(ipv6_pseudo_sum(&src, &dst, seg.len() as u32, 6), &seg));
+        seg[16..18].copy_from_slice(&c.to_be_bytes());
+        let mut packet = vec![0x60, 0, 0, 0];
+        packet.extend_from_slice(&(seg.len() as u16).to_be_bytes());
+        packet.extend_from_slice(&[6, 64]);
+        packet.extend_from_slice(&src.octets());
+        packet.extend_from_slice(&dst.octets());
+        packet.extend_from_slice(&seg);
+        let before = packet.clone();
+        let outcome = clamp_mss(&mut packet, clamp);
+        let sum = ipv6_pseudo_sum(&src, &dst, seg.len() as u32, 6);
+        prop_assert_eq!(finish(sum_bytes(sum, &packet[40..])), 0);
+        let changed: Vec<usize> = (0..packet.len()).filter(|&i| packet[i] != before[i]).collect();
+        if outcome == MssClamp::Clamped {
+            prop_assert!(changed.iter().all(|&i| (56..58).contains(&i) || i >= 60));
+            prop_assert!(changed.len() <= 4);
+        } else {
+            prop_assert!(changed.is_empty(), "{:?} changed {:?}", outcome, changed);
+        }
+    }
+}

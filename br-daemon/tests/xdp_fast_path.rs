@@ -37,6 +37,9 @@ fn domains() -> Vec<Domain> {
     let spec = |name: &str, prefix: &str, mask: u8, br: &str, allow: &[&str]| {
         let mut spec = DomainSpec::new(name, prefix.parse().unwrap(), mask, br.parse().unwrap());
         spec.ce_ipv4_allow = allow.iter().map(|p| p.parse().unwrap()).collect();
+        if name == "narrow" {
+            spec.tcp_mss = Some(1220);
+        }
         Domain::new(&spec).unwrap().0
     };
     vec![
@@ -51,7 +54,7 @@ fn domains() -> Vec<Domain> {
             "10.255.255.223",
             &["10.0.0.0/9", "10.200.0.0/16"],
         ),
-        // 16 bits after a /48, the common prefix 172.16/16.
+        // 16 bits after a /48, the common prefix 172.16/16; TCP MSS clamped.
         spec("narrow", "2001:db9:0::/48", 16, "172.16.0.1", &[]),
     ]
 }
@@ -279,6 +282,14 @@ fn frame(s: &Spec) -> Vec<u8> {
             f[ip6_at + 6] = 58;
             f[ip6_at + 40] = 1;
         }
+        // A TCP SYN announcing MSS 1460: "narrow" (tcp-mss) clamps it.
+        11 if s.payload + 8 >= 24 => {
+            let tcp = ip6_at + 40;
+            f[ip6_at + 6] = 6;
+            f[tcp + 12] = 6 << 4;
+            f[tcp + 13] = 0x02;
+            f[tcp + 20..tcp + 24].copy_from_slice(&[2, 4, 0x05, 0xb4]);
+        }
         _ => {}
     }
     f
@@ -401,6 +412,8 @@ fn fast_path_forwards_exactly_what_the_relay_would_and_leaves_the_rest_untouched
         // Every declined frame to a 6rd prefix or the BR has a reason.
         let declines: u64 = steering.declines().iter().sum();
         assert!(declines > 0);
+        // SYNs of the clamping domain went to the forwarder.
+        assert!(steering.declines()[br_ebpf::DECLINE_TCP_MSS as usize] > 5);
         eprintln!(
             "fast path: encap {} forwarded / {} declined, decap {} / {} ({} hairpinned); declines by reason {:?}",
             forwarded[0],

@@ -7,7 +7,11 @@
  * - bench_redirect: redirects every frame to the interface in tx_port[0]:
  *   the XDP ceiling of the testbed.
  * - xdp_pass: passes every frame; on a veth it lets the peer transmit
- *   redirected frames to it (the lab's fast-path tests). */
+ *   redirected frames to it (the lab's fast-path tests).
+ * - vlan_to_metadata (tc egress): moves an 802.1Q tag whose priority is 7
+ *   from the frame into the skb's metadata, as a NIC that strips tags
+ *   hands them to XDP (the lab's VLAN tests; tc's vlan action and VLAN
+ *   devices are not built into the host kernel). Counts what it moved. */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <bpf/bpf_endian.h>
@@ -88,6 +92,36 @@ SEC("xdp")
 int xdp_pass(struct xdp_md *ctx)
 {
 	return XDP_PASS;
+}
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} vlan_moved SEC(".maps");
+
+SEC("classifier")
+int vlan_to_metadata(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	__be16 *tci = (void *)(eth + 1);
+	__u32 key = 0;
+	__u64 *moved;
+	__u16 vid;
+
+	if ((void *)(tci + 1) > end || eth->h_proto != bpf_htons(ETH_P_8021Q) ||
+	    (bpf_ntohs(*tci) >> 13) != 7)
+		return 0; /* TC_ACT_OK */
+	vid = bpf_ntohs(*tci) & 0x0fff;
+	if (bpf_skb_vlan_pop(skb) || bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), vid))
+		return 2; /* TC_ACT_SHOT */
+	moved = bpf_map_lookup_elem(&vlan_moved, &key);
+	if (moved)
+		__sync_fetch_and_add(moved, 1);
+	return 0;
 }
 
 char _license[] SEC("license") = "Dual MIT/GPL";

@@ -43,6 +43,18 @@ pub fn object() -> &'static [u8] {
     &OBJECT.0
 }
 
+static DEV_BOUND_OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/steer_dev_bound.bpf.o"
+)));
+
+/// The same program built to be bound to one device (kernel 6.8+): it also
+/// reads the VLAN tag the driver took off the frame. Its maps are the
+/// shared object's, reused by name.
+pub fn dev_bound_object() -> &'static [u8] {
+    &DEV_BOUND_OBJECT.0
+}
+
 static BENCH_OBJECT: &Aligned<[u8]> =
     &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/bench.bpf.o")));
 
@@ -63,5 +75,6 @@ mod tests {
         assert_eq!(DECLINE_NAMES[DECLINE_EGRESS as usize].0, "egress");
         assert_eq!(STAT_NAMES[STAT_REDIRECT_IPV6 as usize].0, "redirect-ipv6");
         assert_eq!(&object()[..4], b"\x7fELF");
+        assert_eq!(&dev_bound_object()[..4], b"\x7fELF");
     }
 }

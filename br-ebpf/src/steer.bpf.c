@@ -28,6 +28,9 @@
 
 #include "steer_abi.h"
 
+#ifndef VLAN_VID_MASK
+#define VLAN_VID_MASK 0x0fff
+#endif
 #ifndef AF_INET
 #define AF_INET 2
 #endif
@@ -348,6 +351,24 @@ static __always_inline int ipsec_covers6(const struct in6_addr *a)
 	return bpf_map_lookup_elem(&ipsec_out6, &key) != 0;
 }
 
+/* Whether the IPv6 packet may be a TCP SYN whose MSS domain `d` clamps
+ * (tcp-mss): the forwarder rewrites those. Extension headers that could
+ * hide one go there too; every other packet stays on the fast path. */
+static __always_inline int needs_mss_clamp(const struct ipv6hdr *ip6, void *end,
+					   const struct domain_info *d)
+{
+	const __u8 *flags = (const __u8 *)(ip6 + 1) + 13;
+
+	if (!d->tcp_mss)
+		return 0;
+	if (ip6->nexthdr == IPPROTO_HOPOPTS || ip6->nexthdr == IPPROTO_ROUTING ||
+	    ip6->nexthdr == IPPROTO_DSTOPTS)
+		return 1;
+	if (ip6->nexthdr != IPPROTO_TCP)
+		return 0;
+	return (void *)(flags + 1) > end || (*flags & 0x02);
+}
+
 static __always_inline int fast_egress_ok(__u32 ifindex)
 {
 	return bpf_map_lookup_elem(&fast_egress, &ifindex) != 0;
@@ -448,6 +469,8 @@ static __always_inline int fast_encapsulate(struct xdp_md *ctx, __u32 index)
 	/* A 6rd source arriving natively is the BR's own or spoofed. */
 	if (in_any_prefix(&ip6->saddr))
 		return decline(DECLINE_NEEDS_RELAY);
+	if (needs_mss_clamp(ip6, end, d))
+		return decline(DECLINE_TCP_MSS);
 	if (route_to_ce(ctx, ip6, len6, d, &fib, &ce, &tc))
 		return DECLINED;
 	if (bpf_xdp_adjust_head(ctx, -(int)sizeof(struct iphdr)))
@@ -483,6 +506,8 @@ static __always_inline int fast_hairpin(struct xdp_md *ctx, struct ethhdr *eth, 
 		return decline(DECLINE_DISABLED);
 	if (same_ipv6(&ip6->daddr, d->br_ipv6) || len6 > d->mtu)
 		return decline(DECLINE_NEEDS_RELAY);
+	if (needs_mss_clamp(ip6, (void *)(long)ctx->data_end, d))
+		return decline(DECLINE_TCP_MSS);
 	if (route_to_ce(ctx, ip6, len6, d, &fib, &ce, &tc))
 		return DECLINED;
 	write_eth(eth, &fib, ETH_P_IP);
@@ -537,6 +562,8 @@ static __always_inline int fast_decapsulate(struct xdp_md *ctx)
 	inner_ecn = (ip6->flow_lbl[0] >> 4) & 3;
 	if ((outer_ecn == 3 && inner_ecn != 3) || (outer_ecn == 1 && inner_ecn == 2))
 		return decline(DECLINE_NEEDS_RELAY);
+	if (needs_mss_clamp(ip6, end, d))
+		return decline(DECLINE_TCP_MSS);
 	/* To another CE: hairpin. */
 	__builtin_memcpy(key.addr, &ip6->daddr, sizeof(key.addr));
 	index = bpf_map_lookup_elem(&sixrd_prefixes, &key);
@@ -661,6 +688,42 @@ static __always_inline int steer_ipv4(struct xdp_md *ctx, struct ethhdr *eth, vo
 	return steer(ctx, in, STAT_REDIRECT_ICMPV4);
 }
 
+#ifdef BR_DEV_BOUND
+/* Built into steer_dev_bound.bpf.o only: the kernel (6.8+) lets a program
+ * bound to one device read the VLAN tag its driver took off the frame. */
+extern int bpf_xdp_metadata_rx_vlan_tag(const struct xdp_md *ctx, __be16 *vlan_proto,
+					__u16 *vlan_tci) __ksym;
+
+static __always_inline int vlan_in_metadata(struct xdp_md *ctx)
+{
+	__be16 proto;
+	__u16 tci = 0;
+
+	/* -ENODATA: untagged; -EOPNOTSUPP: the driver cannot tell. */
+	if (bpf_xdp_metadata_rx_vlan_tag(ctx, &proto, &tci))
+		return 0;
+	return tci & VLAN_VID_MASK;
+}
+#else
+static __always_inline int vlan_in_metadata(struct xdp_md *ctx)
+{
+	return 0;
+}
+#endif
+
+/* A tagged frame belongs to the VLAN interface, not to the one XDP runs on:
+ * the kernel delivers it there or drops it. VID 0 only carries a priority
+ * (IEEE 802.1Q §9.6): the kernel treats it as untagged, so does this. */
+static __always_inline int vlan_tagged(struct xdp_md *ctx, const struct ethhdr *eth, void *end)
+{
+	if (eth->h_proto == bpf_htons(ETH_P_8021Q) || eth->h_proto == bpf_htons(ETH_P_8021AD)) {
+		const __be16 *tci = (const void *)(eth + 1);
+
+		return (void *)(tci + 1) > end || (bpf_ntohs(*tci) & VLAN_VID_MASK);
+	}
+	return vlan_in_metadata(ctx);
+}
+
 SEC("xdp")
 int br_steer(struct xdp_md *ctx)
 {
@@ -670,6 +733,8 @@ int br_steer(struct xdp_md *ctx)
 
 	if ((void *)(eth + 1) > end)
 		return count(STAT_PASS_NOT_IP, XDP_PASS);
+	if (vlan_tagged(ctx, eth, end))
+		return count(STAT_PASS_VLAN_TAGGED, XDP_PASS);
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
 		return steer_ipv6(ctx, eth, end);
 	if (eth->h_proto == bpf_htons(ETH_P_IP))

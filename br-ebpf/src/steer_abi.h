@@ -22,7 +22,7 @@
 
 /* Per-CPU counters, one per final action of the program. */
 enum steer_stat {
-	STAT_PASS_NOT_IP = 0,         /* not IPv4 or IPv6 (ARP, VLAN, ...): to the kernel */
+	STAT_PASS_NOT_IP = 0,         /* not IPv4 or IPv6 (ARP, LLDP, ...): to the kernel */
 	STAT_PASS_TRUNCATED = 1,      /* IP header cut short: to the kernel, which drops it */
 	STAT_PASS_IPV4_OTHER = 2,     /* IPv4 not addressed to a BR address: to the kernel */
 	STAT_PASS_IPV6_OTHER = 3,     /* IPv6 outside every 6rd prefix (ND, MLD, ...): to the kernel */
@@ -39,7 +39,8 @@ enum steer_stat {
 	STAT_PASS_NOT_OUR_MAC = 14,   /* for the BR but to another host's MAC (unicast): to the kernel, which drops it (or a bridge forwards it) */
 	STAT_DROP_L2_MULTICAST = 15,  /* for the BR but sent to a broadcast or multicast MAC: dropped (RFC 1122 §3.3.6) */
 	STAT_DROP_PROTO41_WRONG_INTERFACE = 16, /* protocol 41 (or an ICMPv4 error quoting it) for a BR address on an interface not in ce-interfaces: dropped (RFC 4213 §3.6) */
-	STAT_COUNT = 17,              /* number of counters */
+	STAT_PASS_VLAN_TAGGED = 17,   /* VLAN-tagged (VID not 0), the tag in the frame or in the NIC's metadata where the kernel lets XDP read it: to the kernel, which gives it to its VLAN interface or drops it */
+	STAT_COUNT = 18,              /* number of counters */
 };
 
 /* Per-CPU counters: why the XDP fast path left a packet to the forwarder
@@ -50,7 +51,8 @@ enum fast_decline {
 	DECLINE_NO_NEXT_HOP = 2,      /* the kernel FIB has no resolved next hop (unresolved neighbour, local, unreachable, forwarding off) */
 	DECLINE_EGRESS = 3,           /* the egress cannot take XDP frames (not attached, or a veth whose peer has neither XDP nor GRO) */
 	DECLINE_IPSEC = 4,            /* an outbound IPsec policy covers the packet: the kernel must encrypt it */
-	DECLINE_COUNT = 5,            /* number of counters */
+	DECLINE_TCP_MSS = 5,          /* a TCP SYN (or a packet with extension headers) in a domain with tcp-mss: the forwarder clamps its MSS */
+	DECLINE_COUNT = 6,            /* number of counters */
 };
 
 /* An IPv4 prefix, host byte order: addr & mask == net. */
@@ -73,6 +75,8 @@ struct domain_info {
 	__u8 fast;                    /* 1: the fast path may forward this domain's packets */
 	__u32 ce_allow_count;         /* 0: any CE the mapping admits; else only these: */
 	struct ipv4_prefix ce_allow[MAX_CE_ALLOW];
+	__u16 tcp_mss;                /* 0: no clamp; else TCP SYNs go to the forwarder, which clamps */
+	__u16 pad;
 };
 
 /* An attached interface, at entry ifindex % MAX_IF_TABLE. */

@@ -324,6 +324,31 @@ pub fn attach_bench_program(ns: &Netns, dev: &'static str, program: &'static str
     })
 }
 
+/// Attaches `vlan_to_metadata` of the test object to the egress of `dev`
+/// in `ns`: frames sent there with an 802.1Q tag of priority 7 leave with
+/// the tag in metadata instead. [`vlan_tags_moved`] says how many.
+pub fn move_vlan_tags_to_metadata(ns: &Netns, dev: &'static str) -> aya::Ebpf {
+    ns.enter(move || {
+        let mut e = aya::Ebpf::load(br_ebpf::bench_object()).expect("load the test object");
+        let p: &mut aya::programs::SchedClassifier = e
+            .program_mut("vlan_to_metadata")
+            .expect("vlan_to_metadata")
+            .try_into()
+            .expect("a tc program");
+        p.load().expect("load vlan_to_metadata");
+        p.attach(dev, aya::programs::TcAttachType::Egress)
+            .unwrap_or_else(|e| panic!("attach vlan_to_metadata to {dev}: {e}"));
+        e
+    })
+}
+
+/// Frames [`move_vlan_tags_to_metadata`] moved the tag of.
+pub fn vlan_tags_moved(e: &aya::Ebpf) -> u64 {
+    let map: aya::maps::Array<_, u64> =
+        aya::maps::Array::try_from(e.map("vlan_moved").expect("vlan_moved")).expect("an array");
+    map.get(&0, 0).expect("entry 0")
+}
+
 /// A veth pair between two namespaces, with `queues` queues on each end.
 pub fn veth(a_ns: &Netns, a: &str, b_ns: &Netns, b: &str, queues: u16) {
     let q = queues.to_string();
@@ -587,8 +612,8 @@ pub fn ipv4_frame(
 }
 
 /// One counter of a counters page: `kind` is "path", "reason", "io",
-/// "action" (of the XDP program) or "declined" (by the XDP fast path, by
-/// reason).
+/// "action" (of the XDP program), "declined" (by the XDP fast path, by
+/// reason) or "tcp-mss" (MSS clamping, by event).
 pub fn counter_in(text: &str, kind: &str, name: &str) -> u64 {
     let (metric, label) = match kind {
         "path" => ("br6rd_forwarded_packets_total", kind),
@@ -596,6 +621,7 @@ pub fn counter_in(text: &str, kind: &str, name: &str) -> u64 {
         "io" => ("br6rd_io_packets_total", kind),
         "action" => ("br6rd_xdp_packets_total", kind),
         "declined" => ("br6rd_xdp_fast_path_declined_total", "reason"),
+        "tcp-mss" => ("br6rd_tcp_mss_total", "event"),
         other => panic!("no counter kind {other}"),
     };
     let key = format!("{metric}{{{label}=\"{name}\"}} ");

@@ -241,6 +241,22 @@ fn check_mode(g: &mut Guest, kernel: GuestKernel, mode: &str, fast: bool) {
         GuestKernel::Debian6_12 => "known from the devices' xdp-features",
     };
     assert!(summary.contains(method), "{what}: {summary}");
+    // VLAN tags the driver strips: read by device-bound copies on 6.12;
+    // on 6.1 the shared program runs and the operator is told.
+    let (vlan_seen, vlan_blind) = (
+        "XDP reads VLAN tags the driver strips",
+        "strips VLAN tags and XDP cannot read them here",
+    );
+    match kernel {
+        GuestKernel::Debian6_1 => assert!(
+            summary.contains(vlan_blind) && !summary.contains(vlan_seen),
+            "{what}: {summary}"
+        ),
+        GuestKernel::Debian6_12 => assert!(
+            summary.contains(vlan_seen) && !summary.contains(vlan_blind),
+            "{what}: {summary}"
+        ),
+    }
     assert!(
         summary.contains("XDP fast path may transmit on ifindex"),
         "{what}: {summary}"

@@ -709,7 +709,8 @@ const OUTSIDER_V6: &str = "2001:db8:0:f096:a61:5::1";
 /// own reason and none relayed: another host's or a broadcast MAC
 /// (RFC 1122 §3.3.6), the BR's own addresses as a LAN source, protocol
 /// 41 from the LAN (RFC 4213 §3.6), also through the kernel (a link of
-/// the gateway without XDP).
+/// the gateway without XDP), frames of a VLAN the gateway has no
+/// interface for (IEEE 802.1Q), the tag in the frame or in metadata.
 fn frames_not_for_the_br_are_not_relayed(fast_path_peers: bool) {
     let lab = lab_with(fast_path_peers);
     // A side link without XDP, LAN namespace to gateway.
@@ -740,6 +741,14 @@ fn frames_not_for_the_br_are_not_relayed(fast_path_peers: bool) {
     };
     let foreign = [0x02, 0x99, 0, 0, 0, 1];
     let broadcast = [0xff; 6];
+    // VLAN 7 on the CE link, the tag in the frame (priority 0) or moved to
+    // the skb's metadata on the way out (priority 7), which veth hands to
+    // XDP as a NIC that strips tags does.
+    let vlan_mover = move_vlan_tags_to_metadata(&lab.ce1, "eth0");
+    let vlan7 = |mut frame: Vec<u8>, priority: u8| {
+        frame.splice(12..12, [0x81, 0x00, priority << 5, 0x07]);
+        frame
+    };
     // (what, counter kind, counter, sender, its interface, frame)
     type Case<'a> = (&'a str, &'a str, &'a str, &'a Netns, &'a str, Vec<u8>);
     let cases: Vec<Case> = vec![
@@ -808,6 +817,22 @@ fn frames_not_for_the_br_are_not_relayed(fast_path_peers: bool) {
             as_ce1(broadcast, ce_mac),
         ),
         (
+            "CE, VLAN 7, the tag in the driver's metadata",
+            "action",
+            "pass-vlan-tagged",
+            &lab.ce1,
+            "eth0",
+            vlan7(as_ce1(gw_wan, ce_mac), 7),
+        ),
+        (
+            "CE, VLAN 7, the tag in the frame",
+            "action",
+            "pass-vlan-tagged",
+            &lab.ce1,
+            "eth0",
+            vlan7(as_ce1(gw_wan, ce_mac), 0),
+        ),
+        (
             "LAN, the BR's own 6rd address as source",
             "reason",
             "spoofed-source",
@@ -861,6 +886,7 @@ fn frames_not_for_the_br_are_not_relayed(fast_path_peers: bool) {
             lab.metrics()
         );
     }
+    assert_eq!(vlan_tags_moved(&vlan_mover), 3, "tags moved to metadata");
     // Legitimate traffic still flows.
     let (n, out) = ping(&lab.lan, &format!("-6 -c 2 -i 0.2 {CE1_V6}"));
     assert_eq!(n, 2, "{out}");

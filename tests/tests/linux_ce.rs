@@ -17,7 +17,7 @@ const CE3_V4: &str = "10.1.2.3";
 const CE3_V6: &str = "2001:db8:101:203::1";
 const STRICT_BR_V6: &str = "2001:db8:1ff:ffde::1";
 
-const STRICT_DOMAIN: &str = "\n[[domain]]\nname = \"strict\"\nprefix = \"2001:db8:100::/40\"\nipv4-mask-len = 8\nbr-ipv4 = \"10.255.255.222\"\n";
+const STRICT_DOMAIN: &str = "\n[[domain]]\nname = \"strict\"\nprefix = \"2001:db8:100::/40\"\nipv4-mask-len = 8\nbr-ipv4 = \"10.255.255.222\"\ntcp-mss = 1100\n";
 
 /// SCENARIO.md's CE, line by line (`ifcfg-sit1` + `rc.local`).
 const SCENARIO_CE1: &[&str] = &[
@@ -317,6 +317,55 @@ fn real_linux_ces_in_both_domains() {
         lab.metrics()
     );
     assert_eq!(hairpins(&lab), hairpinned + 4);
+
+    // TCP MSS clamping: "strict" has tcp-mss = 1100, "vpc" none. The LAN
+    // server sees CE 3's SYN-ACK announce the clamp and CE 1's its own
+    // (sit1's MTU 1280 - 60); the transfers complete.
+    let clamped = lab.counter("tcp-mss", "clamped");
+    let log = lab.dir.join("mss.tcpdump");
+    let capture = lab.lan.tcpdump("lan0", "ip6 and tcp", &log);
+    for (vm, dst, port) in [(&mut *ce3, CE3_V6, 5003), (&mut *ce1, CE1_V6, 5004)] {
+        vm.must(&format!("(nc -l -p {port} > /tmp/mss &) ; sleep 1"));
+        let data = down[..256 * 1024].to_vec();
+        lab.lan.enter(move || {
+            let mut c = std::net::TcpStream::connect_timeout(
+                &format!("[{dst}]:{port}").parse().unwrap(),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+            c.write_all(&data).unwrap();
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        let out = vm.must("md5sum /tmp/mss");
+        assert!(
+            out.contains(&md5(&down[..256 * 1024])),
+            "LAN -> {dst} with MSS clamping: {out}"
+        );
+    }
+    let syn_acks: Vec<String> = capture
+        .output()
+        .lines()
+        .filter(|l| l.contains("Flags [S.]"))
+        .map(String::from)
+        .collect();
+    drop(capture);
+    let announced = |from: &str| {
+        syn_acks
+            .iter()
+            .find(|l| l.contains(&format!("{from}.")))
+            .and_then(|l| l.split("mss ").nth(1))
+            .and_then(|m| m.split([',', ']']).next())
+            .map(String::from)
+    };
+    assert_eq!(announced(CE3_V6).as_deref(), Some("1100"), "{syn_acks:?}");
+    assert_eq!(announced(CE1_V6).as_deref(), Some("1220"), "{syn_acks:?}");
+    // CE 3's SYN-ACK and the LAN server's SYN to it (1440 -> 1100).
+    assert_eq!(
+        lab.counter("tcp-mss", "clamped"),
+        clamped + 2,
+        "{}",
+        lab.metrics()
+    );
 
     drop(vms);
     let summary = lab.stop_daemon();

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::relay::verdict::named_enum;
-use crate::relay::{DropReason, Path};
+use crate::relay::{DropReason, MssEvent, Path};
 
 named_enum! {
     /// Packets in and out of the forwarder.
@@ -31,6 +31,7 @@ pub struct Counters {
     io: [AtomicU64; Io::COUNT],
     paths: [AtomicU64; Path::COUNT],
     drops: [AtomicU64; DropReason::COUNT],
+    tcp_mss: [AtomicU64; MssEvent::COUNT],
 }
 
 #[inline]
@@ -45,6 +46,7 @@ impl Default for Counters {
             io: std::array::from_fn(|_| AtomicU64::new(0)),
             paths: std::array::from_fn(|_| AtomicU64::new(0)),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
+            tcp_mss: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }
@@ -62,6 +64,15 @@ impl Counters {
     pub fn dropped(&self, why: DropReason) {
         bump(&self.drops[why.index()], 1);
     }
+    /// Adds what MSS clamping did ([`crate::relay::WorkerState::take_mss_events`]).
+    #[inline]
+    pub fn tcp_mss(&self, events: [u64; MssEvent::COUNT]) {
+        for (c, n) in self.tcp_mss.iter().zip(events) {
+            if n > 0 {
+                bump(c, n);
+            }
+        }
+    }
 }
 
 /// Counters summed over threads.
@@ -70,6 +81,7 @@ pub struct Totals {
     pub io: Vec<u64>,
     pub paths: Vec<u64>,
     pub drops: Vec<u64>,
+    pub tcp_mss: Vec<u64>,
 }
 
 impl Totals {
@@ -79,6 +91,7 @@ impl Totals {
             io: vec![0; Io::COUNT],
             paths: vec![0; Path::COUNT],
             drops: vec![0; DropReason::COUNT],
+            tcp_mss: vec![0; MssEvent::COUNT],
         };
         fn add(sums: &mut [u64], counters: &[AtomicU64]) {
             for (s, c) in sums.iter_mut().zip(counters) {
@@ -89,6 +102,7 @@ impl Totals {
             add(&mut t.io, &b.io);
             add(&mut t.paths, &b.paths);
             add(&mut t.drops, &b.drops);
+            add(&mut t.tcp_mss, &b.tcp_mss);
         }
         t
     }
@@ -168,6 +182,16 @@ pub fn render(totals: &Totals, xdp: &[u64], declines: &[u64], afxdp: &[(String, 
             "reason",
             DropReason::ALL.iter().map(|r| r.name()),
             &totals.drops,
+        ),
+    );
+    family(
+        &mut s,
+        "br6rd_tcp_mss_total",
+        "TCP SYNs whose MSS the relay clamped (tcp-mss), or could not parse.",
+        labelled(
+            "event",
+            MssEvent::ALL.iter().map(|e| e.name()),
+            &totals.tcp_mss,
         ),
     );
     family(

@@ -3,6 +3,7 @@
 
 pub mod counters;
 pub mod daemon;
+pub mod ethtool;
 pub mod fib;
 pub mod fib_rules;
 pub mod interfaces;
@@ -11,6 +12,7 @@ pub mod slowpath;
 pub mod tun_addresses;
 pub mod worker;
 pub mod xdp;
+pub mod xdp_dev_bound;
 pub mod xdp_egress;
 pub mod xdp_features;
 pub mod xfrm;

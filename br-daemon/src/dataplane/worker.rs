@@ -325,6 +325,7 @@ impl Worker {
 
         while !self.stop.load(Ordering::Relaxed) {
             if self.relay.refresh() {
+                self.counters.tcp_mss(state.take_mss_events());
                 state = self.relay.get().worker_state(self.queue as u16);
             }
             self.fib.refresh();
@@ -364,6 +365,7 @@ impl Worker {
                     free.push(base);
                 }
             }
+            self.counters.tcp_mss(state.take_mss_events());
             let mut tx_pending = false;
             for p in &mut self.ports {
                 if !p.tx.is_empty() {
@@ -477,6 +479,7 @@ pub fn run_slow_path(
             continue;
         }
         if relay.refresh() {
+            counters.tcp_mss(state.take_mss_events());
             state = relay.get().worker_state(u16::MAX);
         }
         fib.refresh();
@@ -527,6 +530,7 @@ pub fn run_slow_path(
                 deliver_elsewhere(&slow, &counters, &buf, routed);
             }
         }
+        counters.tcp_mss(state.take_mss_events());
     }
 }
 

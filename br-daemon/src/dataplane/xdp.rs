@@ -13,12 +13,14 @@ use std::os::fd::AsRawFd;
 
 use anyhow::{anyhow, Context, Result};
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
+use aya::maps::{Array, HashMap, MapData, MapFd, MapInfo, PerCpuArray, XskMap};
 use aya::programs::xdp::XdpLinkId;
 use aya::programs::{Xdp, XdpMode};
 use aya::Ebpf;
 use ipnet::IpNet;
 
+use super::ethtool;
+use super::xdp_dev_bound::{self, DevBound};
 use super::xfrm::{Direction, Ipsec};
 use crate::config::XdpMode as ConfigMode;
 use crate::relay::Domain;
@@ -41,10 +43,13 @@ pub struct DomainInfo {
     pub ce_allow_count: u32,
     /// (network, mask), host byte order.
     pub ce_allow: [[u32; 2]; br_ebpf::MAX_CE_ALLOW as usize],
+    /// 0: no clamp; else the fast path leaves TCP SYNs to the forwarder.
+    pub tcp_mss: u16,
+    pub pad: u16,
 }
 
 // SAFETY: repr(C), only integer fields and no padding (16 + 4 * 4 + 2 + 1 + 1
-// + 4 + 8 * 8 = 104 bytes, 4-aligned), so every bit pattern is valid.
+// + 4 + 8 * 8 + 2 + 2 = 108 bytes, 4-aligned), so every bit pattern is valid.
 unsafe impl aya::Pod for DomainInfo {}
 
 impl DomainInfo {
@@ -66,6 +71,8 @@ impl DomainInfo {
                     .get(i)
                     .map_or([0, 0], |n| [u32::from(n.network()), u32::from(n.netmask())])
             }),
+            tcp_mss: domain.tcp_mss().unwrap_or(0),
+            pad: 0,
         }
     }
 }
@@ -92,6 +99,10 @@ unsafe impl aya::Pod for IfInfo {}
 pub struct Steering {
     ebpf: Ebpf,
     links: Vec<XdpLinkId>,
+    /// The program's maps (name, fd), shared with the device-bound copies.
+    maps: Vec<(String, MapFd)>,
+    /// The interfaces where a device-bound copy runs instead.
+    dev_bound: Vec<DevBound>,
     xsks: XskMap<MapData>,
     stats: PerCpuArray<MapData, u64>,
     declines: PerCpuArray<MapData, u64>,
@@ -105,7 +116,7 @@ impl Steering {
     /// maps; `fast` enables the XDP fast path.
     pub fn load(domains: &[Domain], fast: bool) -> Result<Steering> {
         let mut ebpf = Ebpf::load(br_ebpf::object()).context("loading the XDP object")?;
-        {
+        let maps = {
             let program: &mut Xdp = ebpf
                 .program_mut(br_ebpf::PROGRAM)
                 .ok_or_else(|| anyhow!("no program {} in the object", br_ebpf::PROGRAM))?
@@ -113,7 +124,8 @@ impl Steering {
             program
                 .load()
                 .context("the kernel refused the XDP program")?;
-        }
+            maps_of(program)?
+        };
         let xsks = XskMap::try_from(take(&mut ebpf, br_ebpf::MAP_XSKS)?)?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, br_ebpf::MAP_STATS)?)?;
         let declines = PerCpuArray::try_from(take(&mut ebpf, br_ebpf::MAP_DECLINES)?)?;
@@ -121,6 +133,8 @@ impl Steering {
         let mut steering = Steering {
             ebpf,
             links: Vec::new(),
+            maps,
+            dev_bound: Vec::new(),
             xsks,
             stats,
             declines,
@@ -212,8 +226,24 @@ impl Steering {
         Ok(())
     }
 
-    /// Attaches to an interface; the link lives as long as `self`.
+    /// Attaches to an interface; the link lives as long as `self`. In
+    /// native mode a device-bound copy that reads VLAN metadata is tried
+    /// first ([`xdp_dev_bound`]); where the kernel has none, the shared
+    /// program, with a warning if the driver strips VLAN tags.
     pub fn attach(&mut self, interface: &str, mode: ConfigMode) -> Result<()> {
+        let ifindex = ifindex_of(interface)?;
+        let why_blind = match mode {
+            ConfigMode::Native => match xdp_dev_bound::attach(ifindex, &self.maps) {
+                Ok(copy) => {
+                    self.dev_bound.push(copy);
+                    tracing::info!("{interface}: XDP reads VLAN tags the driver strips");
+                    return Ok(());
+                }
+                Err(e) => format!("{e:#}"),
+            },
+            ConfigMode::Generic => "generic XDP runs before the kernel restores it".to_string(),
+        };
+        warn_if_vlan_tags_hidden(interface, ifindex, &why_blind);
         let program: &mut Xdp = self
             .ebpf
             .program_mut(br_ebpf::PROGRAM)
@@ -232,6 +262,7 @@ impl Steering {
 
     /// Detaches from every interface: all their traffic goes to the kernel.
     pub fn detach_all(&mut self) {
+        self.dev_bound.clear();
         let program: &mut Xdp = self
             .ebpf
             .program_mut(br_ebpf::PROGRAM)
@@ -358,6 +389,41 @@ impl Steering {
             .expect("checked at load")
             .try_into()
             .expect("an XDP program")
+    }
+}
+
+/// The maps `program` uses, by name, for the device-bound copies.
+fn maps_of(program: &Xdp) -> Result<Vec<(String, MapFd)>> {
+    let ids = program.info()?.map_ids()?.unwrap_or_default();
+    ids.into_iter()
+        .map(|id| {
+            let info = MapInfo::from_id(id)?;
+            let name = info.name_as_str().unwrap_or_default().to_string();
+            Ok((name, info.fd()?))
+        })
+        .collect()
+}
+
+fn ifindex_of(interface: &str) -> Result<u32> {
+    let name = std::ffi::CString::new(interface)?;
+    // SAFETY: a NUL-terminated name that outlives the call.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(anyhow!("no interface {interface}")),
+        i => Ok(i),
+    }
+}
+
+/// A frame whose tag the driver took off looks untagged to XDP: say so
+/// where that can happen, with what to do about it.
+fn warn_if_vlan_tags_hidden(interface: &str, ifindex: u32, why: &str) {
+    match ethtool::strips_vlan_tags(ifindex) {
+        Ok(true) => tracing::warn!(
+            "{interface} strips VLAN tags and XDP cannot read them here ({why}): a tagged \
+             frame would be relayed as if untagged. Run `ethtool -K {interface} rxvlan off` \
+             (tagged frames then go to the kernel), or kernel 6.8+ in native mode"
+        ),
+        Ok(false) => tracing::debug!("{interface}: VLAN tags stay in the frame ({why})"),
+        Err(e) => tracing::debug!("{interface}: VLAN offload unknown ({e}); {why}"),
     }
 }
 

@@ -18,6 +18,7 @@
 
 use std::io;
 
+use super::ethtool::driver;
 use super::fib::{attrs, Netlink};
 use super::xdp_features::XdpFeatures;
 
@@ -88,40 +89,6 @@ impl EgressProbe {
             },
         }
     }
-}
-
-/// The driver of a device, by `SIOCETHTOOL` / `ETHTOOL_GDRVINFO`.
-fn driver(ifindex: u32) -> io::Result<String> {
-    let mut name = [0 as libc::c_char; libc::IFNAMSIZ];
-    // SAFETY: name has IFNAMSIZ bytes, as if_indextoname requires.
-    if unsafe { libc::if_indextoname(ifindex, name.as_mut_ptr()) }.is_null() {
-        return Err(io::Error::last_os_error());
-    }
-    const ETHTOOL_GDRVINFO: u32 = 3;
-    // struct ethtool_drvinfo: cmd, then driver[32], version[32], ...
-    let mut info = [0u8; 196];
-    info[..4].copy_from_slice(&ETHTOOL_GDRVINFO.to_ne_bytes());
-    // SAFETY: a zeroed ifreq is valid; the name and data pointer are set below.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    req.ifr_name = name;
-    req.ifr_ifru.ifru_data = info.as_mut_ptr().cast();
-    // SAFETY: plain socket(2); closed below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: SIOCETHTOOL with a live ifreq whose data points at a buffer
-    // large enough for struct ethtool_drvinfo.
-    let r = unsafe { libc::ioctl(fd, libc::SIOCETHTOOL as _, &mut req) };
-    let err = io::Error::last_os_error();
-    // SAFETY: closing the descriptor opened above.
-    unsafe { libc::close(fd) };
-    if r < 0 {
-        return Err(err);
-    }
-    let driver = &info[4..36];
-    let end = driver.iter().position(|&b| b == 0).unwrap_or(driver.len());
-    Ok(String::from_utf8_lossy(&driver[..end]).into_owned())
 }
 
 const RTM_NEWLINK: u16 = 16;

@@ -52,6 +52,9 @@ pub struct DomainSpec {
     /// admits); protocol 41 from elsewhere and packets towards elsewhere
     /// are dropped (`ce-not-allowed`).
     pub ce_ipv4_allow: Vec<Ipv4Net>,
+    /// The largest TCP MSS a SYN crossing the tunnel may announce
+    /// (`tcp-mss`, Cisco `ipv6 tcp adjust-mss`); none: not clamped.
+    pub tcp_mss: Option<u16>,
 }
 
 impl DomainSpec {
@@ -68,6 +71,7 @@ impl DomainSpec {
             mtu: DEFAULT_TUNNEL_MTU,
             ttl: DEFAULT_TTL,
             ce_ipv4_allow: Vec::new(),
+            tcp_mss: None,
         }
     }
 }
@@ -173,6 +177,7 @@ pub struct Domain {
     mtu: u16,
     ttl: u8,
     ce_allow: Vec<Ipv4Net>,
+    tcp_mss: Option<u16>,
 }
 
 fn mask128(len: u8) -> u128 {
@@ -265,6 +270,7 @@ impl Domain {
             mtu: spec.mtu,
             ttl: spec.ttl,
             ce_allow: spec.ce_ipv4_allow.iter().map(Ipv4Net::trunc).collect(),
+            tcp_mss: spec.tcp_mss,
         };
         // Unless told otherwise, the common prefix is the one the BR shares
         // with its CEs; with more than one BR address, the first one defines it.
@@ -398,6 +404,11 @@ impl Domain {
     /// TTL of the outer IPv4 header.
     pub fn ttl(&self) -> u8 {
         self.ttl
+    }
+
+    /// The MSS clamp of TCP SYNs crossing the tunnel, if any.
+    pub fn tcp_mss(&self) -> Option<u16> {
+        self.tcp_mss
     }
 
     /// The prefixes CEs may be in (empty: no list).

@@ -28,17 +28,21 @@
 pub mod domain;
 pub mod frame;
 pub mod ratelimit;
+pub mod tcp_mss;
 pub mod verdict;
 pub mod wire;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_mss;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub use domain::{Domain, DomainError, DomainSpec, DomainWarning, Domains, Mapping};
 pub use frame::Frame;
 pub use ratelimit::{IcmpRate, TokenBucket};
+pub use tcp_mss::{MssClamp, MssEvent};
 pub use verdict::{DropReason, Egress, Path, Verdict};
 
 pub use domain::is_martian_ipv4;
@@ -70,6 +74,8 @@ pub struct WorkerState {
     /// that earns one type (hop limit 1) cannot starve another (the Packet
     /// Too Big that path MTU discovery needs).
     icmp: [TokenBucket; 3],
+    /// What MSS clamping did since [`WorkerState::take_mss_events`].
+    mss_events: [u64; MssEvent::COUNT],
 }
 
 impl WorkerState {
@@ -77,6 +83,26 @@ impl WorkerState {
         let id = self.next_ipv4_id;
         self.next_ipv4_id = id.wrapping_add(1);
         id
+    }
+
+    /// Clamps the TCP MSS of the IPv6 packet at the start of `frame` to
+    /// `domain`'s `tcp-mss`, if it has one, and notes what happened.
+    fn clamp_mss(&mut self, frame: &mut Frame, domain: &Domain) {
+        let Some(max) = domain.tcp_mss() else {
+            return;
+        };
+        let event = match tcp_mss::clamp(frame.data_mut(), max) {
+            MssClamp::Clamped => MssEvent::Clamped,
+            MssClamp::Malformed => MssEvent::MalformedOptions,
+            MssClamp::NotSyn | MssClamp::Unchanged => return,
+        };
+        self.mss_events[event.index()] += 1;
+    }
+
+    /// The MSS clamping events since the last call, by [`MssEvent`] index,
+    /// for the caller's counters.
+    pub fn take_mss_events(&mut self) -> [u64; MssEvent::COUNT] {
+        std::mem::take(&mut self.mss_events)
     }
 }
 
@@ -260,6 +286,7 @@ impl Relay {
         WorkerState {
             next_ipv4_id: worker.wrapping_mul(0x9e37),
             icmp: [TokenBucket::new(self.icmp_rate); 3],
+            mss_events: [0; MssEvent::COUNT],
         }
     }
 
@@ -374,6 +401,7 @@ impl Relay {
             );
         }
         frame.data_mut()[7] = ip.hop_limit - 1;
+        state.clamp_mss(frame, domain);
         encapsulate(state, frame, domain, ce)?;
         Ok(Verdict::Forward {
             path,
@@ -490,6 +518,8 @@ impl Relay {
         if is_martian_ipv6(ip.dst) {
             return Err(DropReason::MartianDestination);
         }
+        // Out of the CE's tunnel (then maybe into another: clamped again).
+        state.clamp_mss(frame, from);
         match self.domains.find(ip.dst) {
             Some(to) if ip.dst == to.br_ipv6() => Ok(Verdict::Forward {
                 path: Path::ToHost,
