@@ -5,6 +5,7 @@
 //! - [`config`]: the TOML configuration, with file:line errors.
 //! - [`cisco`]: import of a Cisco IOS 6rd BR configuration.
 //! - [`ce_config`]: the configuration a Linux 6rd CE needs.
+//! - [`trace`]: which packets `br-daemon trace` shows, and how.
 
 pub mod ce_config;
 pub mod cisco;
@@ -12,3 +13,4 @@ pub mod config;
 pub mod dataplane;
 pub mod lookup;
 pub mod relay;
+pub mod trace;

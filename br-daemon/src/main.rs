@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use br_daemon::config::Config;
 use br_daemon::dataplane::counters::Io;
 use br_daemon::relay::{Domain, DomainSpec, DropReason, MssEvent, Path};
+use br_daemon::trace::{TraceFilter, TraceRequest};
 use br_daemon::{ce_config, cisco, lookup};
 use clap::{Args, Parser, Subcommand};
 use ipnet::Ipv6Net;
@@ -76,6 +77,30 @@ enum Command {
         /// Read the counters of the daemon serving this address.
         #[arg(long, num_args = 0..=1, default_missing_value = br_daemon::config::DEFAULT_METRICS, value_name = "ADDRESS")]
         live: Option<String>,
+    },
+    /// Show what the running daemon does with each packet: its headers,
+    /// the path it took or why it was dropped (the counter's name), and
+    /// where it went. Covers the XDP program, the AF_XDP forwarder and the
+    /// slow path; stops after --count packets or on Ctrl-C.
+    Trace {
+        /// Packets from or to this CE (outer IPv4, or embedded in IPv6).
+        #[arg(long, group = "filter")]
+        ce: Option<Ipv4Addr>,
+        /// Packets with this IPv6 source or destination.
+        #[arg(long, group = "filter")]
+        ipv6: Option<std::net::Ipv6Addr>,
+        /// Packets with an IPv6 source or destination in this prefix.
+        #[arg(long, group = "filter")]
+        prefix: Option<Ipv6Net>,
+        /// Stop after this many packets.
+        #[arg(long, default_value_t = br_daemon::trace::DEFAULT_TRACE_COUNT)]
+        count: u64,
+        /// One JSON object per packet.
+        #[arg(long)]
+        json: bool,
+        /// The daemon's metrics address.
+        #[arg(long, default_value = br_daemon::config::DEFAULT_METRICS, value_name = "ADDRESS")]
+        live: String,
     },
 }
 
@@ -242,6 +267,29 @@ fn run(command: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Trace {
+            ce,
+            ipv6,
+            prefix,
+            count,
+            json,
+            live,
+        } => {
+            let filter = match (ce, ipv6, prefix) {
+                (Some(a), _, _) => TraceFilter::Ce(a),
+                (_, Some(a), _) => TraceFilter::Ipv6(a),
+                (_, _, Some(p)) => TraceFilter::Prefix(p),
+                _ => TraceFilter::All,
+            };
+            trace(
+                &live,
+                &TraceRequest {
+                    filter,
+                    count,
+                    json,
+                },
+            )
+        }
         Command::Counters { live: Some(addr) } => {
             let text = fetch_metrics(&addr)?;
             for line in text
@@ -253,6 +301,42 @@ fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Streams a trace from the daemon at `addr` to stdout.
+fn trace(addr: &str, request: &TraceRequest) -> Result<ExitCode> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut conn = std::net::TcpStream::connect(addr).with_context(|| {
+        format!("no br-daemon answers on {addr} (is it running? is metrics set?)")
+    })?;
+    write!(conn, "GET /trace?{} HTTP/1.0\r\n\r\n", request.to_query())?;
+    let mut lines = BufReader::new(conn).lines();
+    let status = lines.next().transpose()?.unwrap_or_default();
+    // The headers end at the first empty line.
+    for line in lines.by_ref() {
+        if line?.is_empty() {
+            break;
+        }
+    }
+    let ok = status.split_whitespace().nth(1) == Some("200");
+    if !ok && !status.starts_with("HTTP/") {
+        bail!("{addr} is not br-daemon (it answered {status:?})");
+    }
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        let line = line?;
+        if ok {
+            writeln!(out, "{line}")?;
+            out.flush()?;
+        } else {
+            eprintln!("br-daemon at {addr}: {line}");
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn fetch_metrics(addr: &str) -> Result<String> {

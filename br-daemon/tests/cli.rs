@@ -122,9 +122,25 @@ fn help_lists_every_command() {
         "import-cisco",
         "check-config",
         "counters",
+        "trace",
     ] {
         assert!(help.contains(cmd), "{help}");
     }
+}
+
+#[test]
+fn trace_says_when_no_daemon_answers_and_takes_one_filter() {
+    // Port 1 on loopback: nothing listens.
+    let o = br(&["trace", "--live", "127.0.0.1:1"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no br-daemon answers on 127.0.0.1:1"),
+        "{}",
+        stderr(&o)
+    );
+    let o = br(&["trace", "--ce", "10.96.1.100", "--ipv6", "::1"]);
+    assert_eq!(o.status.code(), Some(2), "a usage error");
+    assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
 }
 
 #[test]

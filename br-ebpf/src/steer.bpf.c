@@ -140,6 +140,20 @@ struct {
 	__type(value, __u32);
 } ipv4_ids SEC(".maps");
 
+/* `br-daemon trace`: entry 0 is 1 while a trace runs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} trace_on SEC(".maps");
+
+/* struct trace_event records for the tracer (full: events are skipped). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, MAX_TRACE_RING_BYTES);
+} trace_ring SEC(".maps");
+
 #define ICMP_DEST_UNREACH 3
 #define ICMP_TIME_EXCEEDED 11
 #define IP_MF_AND_OFFSET 0x3fff
@@ -157,13 +171,52 @@ static __always_inline __u32 bounded_len(__u16 be_len, __u32 add)
 	return v + add;
 }
 
-static __always_inline int count(__u32 stat, int action)
+/* While `br-daemon trace` runs (trace_on[0] = 1), each frame's final
+ * action, its interface and its first MAX_TRACE_BYTES bytes go to
+ * trace_ring; otherwise this costs one inlined array lookup. */
+static __always_inline void trace(struct xdp_md *ctx, __u32 stat, __u32 out_ifindex)
+{
+	struct trace_event *e;
+	__u32 zero = 0;
+	__u32 *on = bpf_map_lookup_elem(&trace_on, &zero);
+	__u64 len;
+
+	if (!on || !*on)
+		return;
+	e = bpf_ringbuf_reserve(&trace_ring, sizeof(*e), 0);
+	if (!e)
+		return;
+	len = ctx->data_end - ctx->data;
+	e->ns = bpf_ktime_get_ns();
+	e->ifindex = ctx->ingress_ifindex;
+	e->out_ifindex = out_ifindex;
+	e->stat = stat;
+	e->len = len;
+	if (len > MAX_TRACE_BYTES)
+		len = MAX_TRACE_BYTES;
+	/* 1..MAX_TRACE_BYTES in a form the verifier can bound (the compiler
+	 * would drop the mask after the test above without the barrier). */
+	asm volatile("" : "+r"(len));
+	len = ((len - 1) & (MAX_TRACE_BYTES - 1)) + 1;
+	if (bpf_xdp_load_bytes(ctx, 0, e->data, len))
+		e->len = 0;
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Every frame ends here: counted by its final action (and traced). */
+static __always_inline int count_to(struct xdp_md *ctx, __u32 stat, int action, __u32 out_ifindex)
 {
 	__u64 *c = bpf_map_lookup_elem(&stats, &stat);
 
 	if (c)
 		*c += 1;
+	trace(ctx, stat, out_ifindex);
 	return action;
+}
+
+static __always_inline int count(struct xdp_md *ctx, __u32 stat, int action)
+{
+	return count_to(ctx, stat, action, 0);
 }
 
 static __always_inline int steer(struct xdp_md *ctx, const struct if_info *in, __u32 stat)
@@ -172,12 +225,12 @@ static __always_inline int steer(struct xdp_md *ctx, const struct if_info *in, _
 	int action;
 
 	if (ctx->rx_queue_index >= MAX_QUEUES)
-		return count(STAT_PASS_NO_SOCKET, XDP_PASS);
+		return count(ctx, STAT_PASS_NO_SOCKET, XDP_PASS);
 	key = in->slot * MAX_QUEUES + ctx->rx_queue_index;
 	/* The low bits of the flags are the action when the slot is empty. */
 	action = bpf_redirect_map(&xsks, key, XDP_PASS);
 
-	return count(action == XDP_REDIRECT ? stat : STAT_PASS_NO_SOCKET, action);
+	return count(ctx, action == XDP_REDIRECT ? stat : STAT_PASS_NO_SOCKET, action);
 }
 
 /* The attached interface the frame arrived on, or 0 (no entry: the
@@ -208,23 +261,24 @@ static __always_inline int foreign_mac(const struct ethhdr *eth, const struct if
 }
 
 /* Counts and ends a frame for the BR whose destination MAC is not ours. */
-static __always_inline int refuse_foreign(int stat)
+static __always_inline int refuse_foreign(struct xdp_md *ctx, int stat)
 {
-	return count(stat, stat == STAT_DROP_L2_MULTICAST ? XDP_DROP : XDP_PASS);
+	return count(ctx, stat, stat == STAT_DROP_L2_MULTICAST ? XDP_DROP : XDP_PASS);
 }
 
 /* -1 when a 6rd frame from a CE (protocol 41, or an ICMPv4 error quoting
  * it) may be relayed, else the action, counted. Only the host's traffic
  * to the BR address that is not 6rd (ping, ssh) stays the kernel's. */
-static __always_inline int admit_from_ce(const struct ethhdr *eth, const struct if_info *in)
+static __always_inline int admit_from_ce(struct xdp_md *ctx, const struct ethhdr *eth,
+					 const struct if_info *in)
 {
 	int foreign = foreign_mac(eth, in);
 
 	if (foreign >= 0)
-		return refuse_foreign(foreign);
+		return refuse_foreign(ctx, foreign);
 	/* CEs are only behind the interfaces that face them (RFC 4213 §3.6). */
 	if (!in->ce_facing)
-		return count(STAT_DROP_PROTO41_WRONG_INTERFACE, XDP_DROP);
+		return count(ctx, STAT_DROP_PROTO41_WRONG_INTERFACE, XDP_DROP);
 	return -1;
 }
 
@@ -374,9 +428,9 @@ static __always_inline int fast_egress_ok(__u32 ifindex)
 	return bpf_map_lookup_elem(&fast_egress, &ifindex) != 0;
 }
 
-static __always_inline int redirect_fast(__u32 ifindex, __u32 stat)
+static __always_inline int redirect_fast(struct xdp_md *ctx, __u32 ifindex, __u32 stat)
 {
-	return count(stat, bpf_redirect(ifindex, 0));
+	return count_to(ctx, stat, bpf_redirect(ifindex, 0), ifindex);
 }
 
 /* Writes the 20-byte outer IPv4 header (RFC 4213 §3.5) as the relay's
@@ -483,11 +537,11 @@ static __always_inline int fast_encapsulate(struct xdp_md *ctx, __u32 index)
 	ip6 = (void *)(ip + 1);
 	/* Cannot fail (only the head moved), but the verifier wants it. */
 	if ((void *)(ip6 + 1) > end)
-		return count(STAT_PASS_TRUNCATED, XDP_DROP);
+		return count(ctx, STAT_PASS_TRUNCATED, XDP_DROP);
 	write_eth(eth, &fib, ETH_P_IP);
 	write_outer_ipv4(ip, tc, len6, d, ce);
 	ip6->hop_limit--;
-	return redirect_fast(fib.ifindex, STAT_FAST_ENCAP);
+	return redirect_fast(ctx, fib.ifindex, STAT_FAST_ENCAP);
 }
 
 /* Protocol 41 from a CE to another CE of domain `index` (RFC 5969 §8):
@@ -513,7 +567,7 @@ static __always_inline int fast_hairpin(struct xdp_md *ctx, struct ethhdr *eth, 
 	write_eth(eth, &fib, ETH_P_IP);
 	write_outer_ipv4(ip, tc, len6, d, ce);
 	ip6->hop_limit--;
-	return redirect_fast(fib.ifindex, STAT_FAST_HAIRPIN);
+	return redirect_fast(ctx, fib.ifindex, STAT_FAST_HAIRPIN);
 }
 
 /* Protocol 41 for a BR address: decapsulate it to its native destination,
@@ -591,12 +645,12 @@ static __always_inline int fast_decapsulate(struct xdp_md *ctx)
 	ip6 = data + sizeof(*eth);
 	/* Cannot fail (only the head moved), but the verifier wants it. */
 	if ((void *)(ip6 + 1) > end)
-		return count(STAT_PASS_TRUNCATED, XDP_DROP);
+		return count(ctx, STAT_PASS_TRUNCATED, XDP_DROP);
 	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
 	eth->h_proto = bpf_htons(ETH_P_IPV6);
 	ip6->hop_limit--;
-	return redirect_fast(fib.ifindex, STAT_FAST_DECAP);
+	return redirect_fast(ctx, fib.ifindex, STAT_FAST_DECAP);
 }
 
 static __always_inline int steer_ipv6(struct xdp_md *ctx, struct ethhdr *eth, void *end)
@@ -608,17 +662,17 @@ static __always_inline int steer_ipv6(struct xdp_md *ctx, struct ethhdr *eth, vo
 	int action;
 
 	if ((void *)(ip6 + 1) > end)
-		return count(STAT_PASS_TRUNCATED, XDP_PASS);
+		return count(ctx, STAT_PASS_TRUNCATED, XDP_PASS);
 	__builtin_memcpy(key.addr, &ip6->daddr, sizeof(key.addr));
 	index = bpf_map_lookup_elem(&sixrd_prefixes, &key);
 	if (!index)
-		return count(STAT_PASS_IPV6_OTHER, XDP_PASS);
+		return count(ctx, STAT_PASS_IPV6_OTHER, XDP_PASS);
 	in = ingress(ctx);
 	if (!in)
-		return count(STAT_PASS_NO_SOCKET, XDP_PASS);
+		return count(ctx, STAT_PASS_NO_SOCKET, XDP_PASS);
 	action = foreign_mac(eth, in);
 	if (action >= 0)
-		return refuse_foreign(action);
+		return refuse_foreign(ctx, action);
 	action = fast_encapsulate(ctx, *index);
 	if (action != DECLINED)
 		return action;
@@ -630,18 +684,18 @@ static __always_inline int steer_proto41(struct xdp_md *ctx, struct ethhdr *eth,
 					 const struct if_info *in)
 {
 	struct iphdr *ip = (void *)(eth + 1);
-	int action = admit_from_ce(eth, in);
+	int action = admit_from_ce(ctx, eth, in);
 
 	if (action >= 0)
 		return action;
 	/* Fragments go to the kernel, which reassembles them and hands the
 	 * whole packet to the daemon's raw socket (the slow path). */
 	if (ip->frag_off & bpf_htons(IP_MF_AND_OFFSET))
-		return count(STAT_PASS_IPV4_FRAGMENT, XDP_PASS);
+		return count(ctx, STAT_PASS_IPV4_FRAGMENT, XDP_PASS);
 	/* Must have come through IPsec: the kernel checks its policy and
 	 * hands what it decrypted to the daemon's socket. */
 	if (ipsec_covers4(&ipsec_in4, ip->saddr))
-		return count(STAT_PASS_IPSEC_IN, XDP_PASS);
+		return count(ctx, STAT_PASS_IPSEC_IN, XDP_PASS);
 	action = fast_decapsulate(ctx);
 	if (action != DECLINED)
 		return action;
@@ -657,32 +711,32 @@ static __always_inline int steer_ipv4(struct xdp_md *ctx, struct ethhdr *eth, vo
 	int action;
 
 	if ((void *)(ip + 1) > end)
-		return count(STAT_PASS_TRUNCATED, XDP_PASS);
+		return count(ctx, STAT_PASS_TRUNCATED, XDP_PASS);
 	daddr = ip->daddr;
 	if (!bpf_map_lookup_elem(&br_addrs, &daddr))
-		return count(STAT_PASS_IPV4_OTHER, XDP_PASS);
+		return count(ctx, STAT_PASS_IPV4_OTHER, XDP_PASS);
 	if (ip->protocol == IPPROTO_IPV6) {
 		in = ingress(ctx);
 		if (!in)
-			return count(STAT_PASS_NO_SOCKET, XDP_PASS);
+			return count(ctx, STAT_PASS_NO_SOCKET, XDP_PASS);
 		return steer_proto41(ctx, eth, in);
 	}
 	if (ip->protocol != IPPROTO_ICMP || ip->ihl < 5)
-		return count(STAT_PASS_BR_NOT_6RD, XDP_PASS);
+		return count(ctx, STAT_PASS_BR_NOT_6RD, XDP_PASS);
 	if (ip->frag_off & bpf_htons(IP_MF_AND_OFFSET))
-		return count(STAT_PASS_IPV4_FRAGMENT, XDP_PASS);
+		return count(ctx, STAT_PASS_IPV4_FRAGMENT, XDP_PASS);
 	/* An ICMP error is ours only if it quotes a protocol-41 packet:
 	 * 8 bytes of ICMP header, then the quoted IPv4 header. */
 	icmp = (__u8 *)ip + (ip->ihl & 0xf) * 4;
 	if ((void *)(icmp + 8 + sizeof(struct iphdr)) > end)
-		return count(STAT_PASS_BR_NOT_6RD, XDP_PASS);
+		return count(ctx, STAT_PASS_BR_NOT_6RD, XDP_PASS);
 	if ((icmp[0] != ICMP_DEST_UNREACH && icmp[0] != ICMP_TIME_EXCEEDED) ||
 	    icmp[8 + 9] != IPPROTO_IPV6)
-		return count(STAT_PASS_BR_NOT_6RD, XDP_PASS);
+		return count(ctx, STAT_PASS_BR_NOT_6RD, XDP_PASS);
 	in = ingress(ctx);
 	if (!in)
-		return count(STAT_PASS_NO_SOCKET, XDP_PASS);
-	action = admit_from_ce(eth, in);
+		return count(ctx, STAT_PASS_NO_SOCKET, XDP_PASS);
+	action = admit_from_ce(ctx, eth, in);
 	if (action >= 0)
 		return action;
 	return steer(ctx, in, STAT_REDIRECT_ICMPV4);
@@ -732,14 +786,14 @@ int br_steer(struct xdp_md *ctx)
 	struct ethhdr *eth = data;
 
 	if ((void *)(eth + 1) > end)
-		return count(STAT_PASS_NOT_IP, XDP_PASS);
+		return count(ctx, STAT_PASS_NOT_IP, XDP_PASS);
 	if (vlan_tagged(ctx, eth, end))
-		return count(STAT_PASS_VLAN_TAGGED, XDP_PASS);
+		return count(ctx, STAT_PASS_VLAN_TAGGED, XDP_PASS);
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
 		return steer_ipv6(ctx, eth, end);
 	if (eth->h_proto == bpf_htons(ETH_P_IP))
 		return steer_ipv4(ctx, eth, end);
-	return count(STAT_PASS_NOT_IP, XDP_PASS);
+	return count(ctx, STAT_PASS_NOT_IP, XDP_PASS);
 }
 
 char _license[] SEC("license") = "Dual MIT/GPL";

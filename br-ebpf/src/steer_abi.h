@@ -19,6 +19,10 @@
 #define MAX_IPSEC_PREFIXES 256
 /* ce-ipv4-allow prefixes a domain may have (struct domain_info holds them). */
 #define MAX_CE_ALLOW 8
+/* Bytes of each traced frame: Ethernet, IPv4, IPv6 and the next header. */
+#define MAX_TRACE_BYTES 128
+/* Size of the trace ring buffer (a power of two pages). */
+#define MAX_TRACE_RING_BYTES 262144
 
 /* Per-CPU counters, one per final action of the program. */
 enum steer_stat {
@@ -86,6 +90,17 @@ struct if_info {
 	__u8 mac[6];                  /* its own MAC: only frames to it are relayed */
 	__u8 ce_facing;               /* 1: protocol 41 from CEs is accepted here */
 	__u8 pad;
+};
+
+/* One traced frame (br-daemon trace), as the XDP program saw it when it
+ * decided (fast-path frames as they leave). */
+struct trace_event {
+	__u64 ns;                     /* CLOCK_MONOTONIC */
+	__u32 ifindex;                /* where it arrived */
+	__u32 out_ifindex;            /* fast path: where it was redirected; else 0 */
+	__u32 stat;                   /* its STAT_* action */
+	__u32 len;                    /* frame length (0: bytes not captured) */
+	__u8 data[MAX_TRACE_BYTES];       /* its first bytes */
 };
 
 /* Key of the 6rd prefix LPM trie. */

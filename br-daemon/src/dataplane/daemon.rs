@@ -23,6 +23,7 @@ use super::fib::{self, Fib};
 use super::interfaces::Interfaces;
 use super::publish::Published;
 use super::slowpath::SlowPath;
+use super::tracer::{self, TraceSources, Tracer};
 use super::worker::{self, Port, Worker};
 use super::xdp::Steering;
 use super::xdp_egress::EgressProbe;
@@ -129,6 +130,7 @@ struct Running {
     sockets: Vec<(String, RawFd)>,
     steering: Arc<Mutex<Steering>>,
     interfaces: Arc<Interfaces>,
+    trace: Arc<TraceSources>,
 }
 
 impl Running {
@@ -193,6 +195,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     let relay = Published::new(config.relay());
     let fib = Published::new(fib);
     let stop = Arc::new(AtomicBool::new(false));
+    let tracer = Arc::new(Tracer::default());
     let mut threads = Vec::new();
     let mut all_counters = Vec::new();
     let mut sockets = Vec::new();
@@ -224,6 +227,7 @@ pub fn run(config_path: &Path) -> Result<()> {
             counters,
             busy_poll: config.busy_poll,
             stop: Arc::clone(&stop),
+            tracer: Arc::clone(&tracer),
         };
         threads.push(
             std::thread::Builder::new()
@@ -246,18 +250,19 @@ pub fn run(config_path: &Path) -> Result<()> {
     let slow_counters = Arc::new(Counters::default());
     all_counters.push(Arc::clone(&slow_counters));
     {
-        let (slow, interfaces, relay, fib, stop) = (
+        let (slow, interfaces, relay, fib, stop, tracer) = (
             Arc::clone(&slow),
             Arc::clone(&interfaces),
             relay.reader(),
             fib.reader(),
             Arc::clone(&stop),
+            Arc::clone(&tracer),
         );
         threads.push(
             std::thread::Builder::new()
                 .name("br-slow-path".into())
                 .spawn(move || {
-                    worker::run_slow_path(slow, interfaces, relay, fib, slow_counters, stop)
+                    worker::run_slow_path(slow, interfaces, relay, fib, slow_counters, stop, tracer)
                 })?,
         );
     }
@@ -281,8 +286,14 @@ pub fn run(config_path: &Path) -> Result<()> {
         stop: Arc::clone(&stop),
         counters: all_counters,
         sockets,
-        steering,
         interfaces,
+        trace: Arc::new(TraceSources {
+            tracer,
+            steering: Arc::clone(&steering),
+            relay: Arc::clone(&relay),
+            stop: Arc::clone(&stop),
+        }),
+        steering,
     });
     {
         let (r, fib) = (Arc::clone(&running), Arc::clone(&fib));
@@ -559,13 +570,38 @@ fn serve_metrics(addr: SocketAddr, running: Arc<Running>) {
                 let _ = conn.set_nonblocking(false);
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
                 let mut req = [0u8; 1024];
-                let _ = conn.read(&mut req);
-                let body = running.metrics();
-                let _ = write!(
-                    conn,
-                    "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
+                let n = conn.read(&mut req).unwrap_or(0);
+                let target = String::from_utf8_lossy(&req[..n])
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("/")
+                    .to_string();
+                let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+                match path {
+                    "/trace" => {
+                        // Streams until done: its own thread.
+                        let (sources, query) = (Arc::clone(&running.trace), query.to_string());
+                        let _ = std::thread::Builder::new()
+                            .name("br-trace".into())
+                            .spawn(move || tracer::serve(conn, &query, &sources));
+                    }
+                    "/" | "/metrics" => {
+                        let body = running.metrics();
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                    other => {
+                        let body = format!("no {other} here: /metrics or /trace\n");
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                }
             }
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }

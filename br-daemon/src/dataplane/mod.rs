@@ -9,6 +9,7 @@ pub mod fib_rules;
 pub mod interfaces;
 pub mod publish;
 pub mod slowpath;
+pub mod tracer;
 pub mod tun_addresses;
 pub mod worker;
 pub mod xdp;

@@ -20,6 +20,7 @@ use super::interfaces::Interfaces;
 use super::publish::Reader;
 pub use super::slowpath::Handoff;
 use super::slowpath::SlowPath;
+use super::tracer::{self, Tracer};
 use super::xfrm::Ipsec;
 use super::xsk::{Umem, XskSocket, FRAME_SIZE};
 use crate::relay::{DropReason, Egress, Frame, Path, Relay, Verdict, WorkerState};
@@ -293,6 +294,7 @@ pub struct Worker {
     pub counters: Arc<Counters>,
     pub busy_poll: bool,
     pub stop: Arc<AtomicBool>,
+    pub tracer: Arc<Tracer>,
 }
 
 impl Worker {
@@ -341,6 +343,7 @@ impl Worker {
                 }
             }
             let mut received = 0;
+            let trace = self.tracer.filter_if_active();
             for i in 0..self.ports.len() {
                 let n = self.ports[i].socket.receive(&mut rx);
                 received += n;
@@ -348,6 +351,8 @@ impl Worker {
                 for &(addr, len) in &rx[..n] {
                     let (chunk, offset) = self.umem.chunk_mut(addr);
                     let base = addr - offset as u64;
+                    let frame = chunk.get(offset..offset + len as usize).unwrap_or(&[]);
+                    let traced = tracer::matched(trace, frame, self.relay.get().domains());
                     let ctx = Context {
                         relay: self.relay.get(),
                         fib: self.fib.get(),
@@ -355,6 +360,19 @@ impl Worker {
                         counters: &self.counters,
                     };
                     let (d, path) = dispose(&ctx, &mut state, chunk, offset, len as usize, now_ns);
+                    if let Some(packet) = traced {
+                        let port = tracer::interface_name(self.ports[i].ifindex);
+                        let routed = (d, path);
+                        let e = tracer::relay_event(
+                            "forwarder",
+                            port,
+                            packet,
+                            &routed,
+                            &ifindexes,
+                            chunk,
+                        );
+                        self.tracer.offer(e);
+                    }
                     if let Disposition::Transmit { port, head, len } = d {
                         let p = &mut self.ports[port];
                         p.tx.push((base + head as u64, len as u32));
@@ -455,6 +473,7 @@ pub fn run_slow_path(
     mut fib: Reader<Fib>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
+    tracer: Arc<Tracer>,
 ) {
     const HEADROOM: usize = 128;
     let epoch = Instant::now();
@@ -483,6 +502,7 @@ pub fn run_slow_path(
             state = relay.get().worker_state(u16::MAX);
         }
         fib.refresh();
+        let trace = tracer.filter_if_active();
         for from_tun in [true, false] {
             // Bounded per wakeup so one source cannot starve the other.
             for _ in 0..BATCH {
@@ -496,6 +516,11 @@ pub fn run_slow_path(
                 counters.io(Io::ReceivedKernel, 1);
                 let host_multicast = from_tun && n >= 40 && buf[HEADROOM + 24] == 0xff;
                 let not_from_ces = ingress.is_some_and(|i| !interfaces.faces_ces(fib.get(), i));
+                let traced = trace.and_then(|f| {
+                    let ip = &buf[HEADROOM..HEADROOM + n];
+                    f.matches(ip, relay.get().domains())
+                        .then(|| crate::trace::summary(ip))
+                });
                 let mut frame = Frame::new(&mut buf, HEADROOM, n).expect("n fits the buffer");
                 let now_ns = epoch.elapsed().as_nanos() as u64;
                 let verdict = if host_multicast {
@@ -527,6 +552,20 @@ pub fn run_slow_path(
                         route(&ctx, &mut state, &mut frame, now_ns, path, egress, true)
                     }
                 };
+                if let Some(packet) = traced {
+                    let from = match ingress {
+                        Some(i) => tracer::interface_name(i),
+                        None => slow.tun_name().to_string(),
+                    };
+                    tracer.offer(tracer::relay_event(
+                        "slow-path",
+                        from,
+                        packet,
+                        &routed,
+                        &[],
+                        &buf,
+                    ));
+                }
                 deliver_elsewhere(&slow, &counters, &buf, routed);
             }
         }

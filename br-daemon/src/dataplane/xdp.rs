@@ -13,7 +13,7 @@ use std::os::fd::AsRawFd;
 
 use anyhow::{anyhow, Context, Result};
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, HashMap, MapData, MapFd, MapInfo, PerCpuArray, XskMap};
+use aya::maps::{Array, HashMap, MapData, MapFd, MapInfo, PerCpuArray, RingBuf, XskMap};
 use aya::programs::xdp::XdpLinkId;
 use aya::programs::{Xdp, XdpMode};
 use aya::Ebpf;
@@ -107,6 +107,8 @@ pub struct Steering {
     stats: PerCpuArray<MapData, u64>,
     declines: PerCpuArray<MapData, u64>,
     fast_egress: HashMap<MapData, u32, u8>,
+    /// The XDP program's trace events; taken by the trace session.
+    trace_ring: Option<RingBuf<MapData>>,
     /// Which half of the domain slots the trie points at now.
     generation: u32,
 }
@@ -130,6 +132,7 @@ impl Steering {
         let stats = PerCpuArray::try_from(take(&mut ebpf, br_ebpf::MAP_STATS)?)?;
         let declines = PerCpuArray::try_from(take(&mut ebpf, br_ebpf::MAP_DECLINES)?)?;
         let fast_egress = HashMap::try_from(take(&mut ebpf, br_ebpf::MAP_FAST_EGRESS)?)?;
+        let trace_ring = RingBuf::try_from(take(&mut ebpf, br_ebpf::MAP_TRACE_RING)?)?;
         let mut steering = Steering {
             ebpf,
             links: Vec::new(),
@@ -139,6 +142,7 @@ impl Steering {
             stats,
             declines,
             fast_egress,
+            trace_ring: Some(trace_ring),
             generation: 0,
         };
         steering.set_domains(domains, fast)?;
@@ -380,6 +384,27 @@ impl Steering {
             self.fast_egress.insert(i, 1, 0)?;
         }
         Ok(())
+    }
+
+    /// Turns the XDP program's tracing on or off (`trace_on`).
+    pub fn set_trace(&mut self, on: bool) -> Result<()> {
+        let mut map: Array<&mut MapData, u32> = Array::try_from(
+            self.ebpf
+                .map_mut(br_ebpf::MAP_TRACE_ON)
+                .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_TRACE_ON))?,
+        )?;
+        map.set(0, u32::from(on), 0)?;
+        Ok(())
+    }
+
+    /// The trace ring, for one trace session at a time (None: taken).
+    pub fn take_trace_ring(&mut self) -> Option<RingBuf<MapData>> {
+        self.trace_ring.take()
+    }
+
+    /// Returns the ring when the session ends.
+    pub fn give_back_trace_ring(&mut self, ring: RingBuf<MapData>) {
+        self.trace_ring = Some(ring);
     }
 
     /// The program, for BPF_PROG_TEST_RUN.

@@ -33,7 +33,7 @@ pub mod verdict;
 pub mod wire;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod tests_mss;
 
@@ -643,12 +643,13 @@ impl Relay {
 /// protocol. Never panics.
 pub fn describe(packet: &[u8]) -> String {
     match packet.first().map(|b| b >> 4) {
+        // The lengths the headers give: `packet` may be only its start.
         Some(4) if packet.len() >= IPV4_HEADER_LEN => format!(
             "IPv4 {} -> {} protocol {} length {}",
             ipv4_at(packet, 12),
             ipv4_at(packet, 16),
             packet[9],
-            packet.len()
+            be16(packet, 2)
         ),
         Some(6) if packet.len() >= IPV6_HEADER_LEN => format!(
             "IPv6 {} -> {} next header {} hop limit {} length {}",
@@ -656,7 +657,7 @@ pub fn describe(packet: &[u8]) -> String {
             ipv6_at(packet, 24),
             packet[6],
             packet[7],
-            packet.len()
+            IPV6_HEADER_LEN + usize::from(be16(packet, 4))
         ),
         _ => format!("{} bytes, not an IP header", packet.len()),
     }
