@@ -11,7 +11,7 @@ use ipnet::Ipv6Net;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::relay::{Domain, DomainSpec, DomainWarning, Domains, IcmpRate, Relay};
+use crate::relay::{Domain, DomainError, DomainSpec, DomainWarning, Domains, IcmpRate, Relay};
 
 /// How the XDP program is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +128,90 @@ struct RawDomain {
     tcp_mss: Option<Spanned<toml::Value>>,
 }
 
+/// Reports every key the configuration does not know, in file order.
+/// Syntax errors are left to the parser that follows.
+fn unknown_keys(lines: &mut Lines, text: &str) {
+    use toml::de::{DeTable, DeValue};
+    let Ok(doc) = DeTable::parse(text) else {
+        return;
+    };
+    let mut found: Vec<(Range<usize>, String)> = Vec::new();
+    let mut check = |table: &DeTable, section: &str, known: &[&str]| {
+        for key in table.keys() {
+            if !known.contains(&key.get_ref().as_ref()) {
+                found.push((
+                    key.span(),
+                    format!(
+                        "unknown key {} in {section}; it takes: {}",
+                        key.get_ref(),
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+    };
+    check(doc.get_ref(), "the file", fields_of::<RawConfig>());
+    for (key, value) in doc.get_ref() {
+        match (key.get_ref().as_ref(), value.get_ref()) {
+            ("relay", DeValue::Table(t)) => check(t, "[relay]", fields_of::<RawRelay>()),
+            ("domain", DeValue::Array(list)) => {
+                for d in list.iter() {
+                    if let DeValue::Table(t) = d.get_ref() {
+                        check(t, "[[domain]]", fields_of::<RawDomain>());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    found.sort_by_key(|(span, _)| span.start);
+    for (span, message) in found {
+        lines.report(span, message);
+    }
+}
+
+/// The keys a configuration struct takes, as serde knows them: one list,
+/// the struct's own (a deserializer that only asks for it).
+fn fields_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    #[derive(Debug)]
+    struct Fields(&'static [&'static str]);
+    impl fmt::Display for Fields {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{:?}", self.0)
+        }
+    }
+    impl std::error::Error for Fields {}
+    impl serde::de::Error for Fields {
+        fn custom<M: fmt::Display>(_: M) -> Self {
+            Fields(&[])
+        }
+    }
+    struct AskFields;
+    impl<'de> serde::Deserializer<'de> for AskFields {
+        type Error = Fields;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Fields> {
+            Err(Fields(&[]))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Fields> {
+            Err(Fields(fields))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+    match T::deserialize(AskFields) {
+        Err(Fields(fields)) => fields,
+        Ok(_) => &[],
+    }
+}
+
 /// Default address of the counters endpoint.
 pub const DEFAULT_METRICS: &str = "127.0.0.1:9641";
 /// Default name of the slow-path TUN interface.
@@ -233,6 +317,14 @@ impl Config {
             text,
             problems: Vec::new(),
         };
+        // serde stops at the first unknown key: name them all first.
+        unknown_keys(&mut lines, text);
+        if !lines.problems.is_empty() {
+            return Err(ConfigError {
+                file: file.to_string(),
+                problems: lines.problems,
+            });
+        }
         let raw: RawConfig = match toml::from_str(text) {
             Ok(raw) => raw,
             Err(e) => {
@@ -380,7 +472,7 @@ fn build(lines: &mut Lines, raw: RawConfig) -> Option<Config> {
                 }
                 domains.push((domain, d.prefix.span()));
             }
-            Err(e) => lines.report(d.prefix.span(), format!("domain {:?}: {e}", spec.name)),
+            Err(e) => lines.report(span_of(d, &e), format!("domain {:?}: {e}", spec.name)),
         }
     }
     if ce_interfaces.is_none() && !domains.is_empty() {
@@ -563,6 +655,25 @@ fn domain_spec(lines: &mut Lines, d: &RawDomain, index: usize) -> Option<DomainS
         ce_ipv4_allow,
         tcp_mss,
     })
+}
+
+/// The line a domain's error belongs on: the key it is about.
+fn span_of(d: &RawDomain, e: &DomainError) -> Range<usize> {
+    let or_prefix = |s: Option<Range<usize>>| s.unwrap_or_else(|| d.prefix.span());
+    match e {
+        DomainError::NoBrAddress
+        | DomainError::BrAddressNotUnicast(_)
+        | DomainError::BrOutsideCommonPrefix { .. } => d.br_ipv4.span(),
+        DomainError::BrIpv6OutsidePrefix(..) => or_prefix(d.br_ipv6.as_ref().map(|v| v.span())),
+        DomainError::BadIcmpSource(_) => or_prefix(d.icmp_source.as_ref().map(|v| v.span())),
+        DomainError::MtuTooSmall(_) | DomainError::MtuTooLarge(_) => {
+            or_prefix(d.mtu.as_ref().map(|v| v.span()))
+        }
+        DomainError::ZeroTtl => or_prefix(d.ttl.as_ref().map(|v| v.span())),
+        DomainError::TooManyCeAllow(..) => or_prefix(d.ce_ipv4_allow.first().map(|v| v.span())),
+        DomainError::MaskLenOutOfRange(_) => or_prefix(d.ipv4_mask_len.as_ref().map(|v| v.span())),
+        _ => d.prefix.span(),
+    }
 }
 
 /// IPv6 + TCP headers: what a segment adds to its MSS (RFC 9293 §3.7.1).
@@ -810,6 +921,69 @@ br-ipv4 = "10.255.255.222"
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].0, 6);
         assert!(p[0].1.contains("queus"), "{}", p[0].1);
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_in_file_order() {
+        let text = format!(
+            "colour = 1\n{}",
+            SCENARIO
+                .replace("queues = 2", "queus = 3")
+                .replace("br-ipv4 = ", "mask = 8\nbr-ipv4 = ")
+        ) + "\n[[domain]]\nname = \"b\"\nprefix = \"2001:db8:1::/48\"\nbr-ipv4 = \"10.0.0.1\"\nbr_ipv6 = \"x\"\n";
+        let p = problems(&text);
+        let lines: Vec<usize> = p.iter().map(|(l, _)| *l).collect();
+        assert_eq!(lines, [1, 6, 12, 19], "{p:?}");
+        assert!(
+            p[0].1
+                .contains("unknown key colour in the file; it takes: relay, domain"),
+            "{p:?}"
+        );
+        assert!(p[1].1.contains("unknown key queus in [relay]"), "{p:?}");
+        assert!(p[1].1.contains("queues"), "the keys it takes: {p:?}");
+        assert!(p[2].1.contains("unknown key mask in [[domain]]"), "{p:?}");
+        assert!(
+            p[3].1.contains("unknown key br_ipv6 in [[domain]]"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn address_errors_point_at_their_own_key() {
+        for (key, value, says) in [
+            (
+                "br-ipv4",
+                "\"224.0.0.1\"",
+                "cannot be a unicast tunnel endpoint",
+            ),
+            (
+                "br-ipv6",
+                "\"2001:db8:1::1\"",
+                "is not inside the 6rd prefix",
+            ),
+            (
+                "icmp-source",
+                "\"ff02::1\"",
+                "cannot be the source of a packet",
+            ),
+        ] {
+            let text = if key == "br-ipv4" {
+                SCENARIO.replace(
+                    "br-ipv4 = \"10.255.255.222\"",
+                    &format!("br-ipv4 = {value}"),
+                )
+            } else {
+                SCENARIO.replace(
+                    "ipv4-mask-len = 0\n",
+                    &format!("ipv4-mask-len = 0\n{key} = {value}\n"),
+                )
+            };
+            let p = problems(&text);
+            let line = text.lines().position(|l| l.starts_with(key)).unwrap() + 1;
+            assert_eq!(p.len(), 1, "{key}: {p:?}");
+            assert_eq!(p[0].0, line, "{key}: {p:?}");
+            assert!(p[0].1.contains(says), "{key}: {p:?}");
+        }
     }
 
     #[test]

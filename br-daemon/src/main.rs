@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use br_daemon::config::Config;
+use br_daemon::config::{Config, ConfigError};
 use br_daemon::dataplane::counters::Io;
 use br_daemon::relay::{Domain, DomainSpec, DropReason, MssEvent, Path};
 use br_daemon::trace::{TraceFilter, TraceRequest};
@@ -134,7 +134,7 @@ impl DomainArgs {
     /// the common prefix when no BR address is given.
     fn domains(&self, sample: Option<Ipv4Addr>) -> Result<(Vec<Domain>, bool)> {
         if let Some(path) = &self.config {
-            let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let config = Config::load(path)?;
             let domains: Vec<Domain> = config
                 .domains
                 .into_iter()
@@ -177,10 +177,19 @@ impl DomainArgs {
     }
 }
 
+/// Exit status of an invalid configuration (sysexits.h EX_CONFIG, which
+/// systemd shows as `status=78/CONFIG`); 1 is any other failure, 2 a
+/// usage error (clap).
+const EXIT_CONFIG: u8 = 78;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(code) => code,
+        Err(e) if e.downcast_ref::<ConfigError>().is_some() => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(e) => {
             eprintln!("br-daemon: {e:#}");
             ExitCode::FAILURE
@@ -243,7 +252,7 @@ fn run(command: Command) -> Result<ExitCode> {
             }
             Err(e) => {
                 eprintln!("{e}");
-                Ok(ExitCode::from(2))
+                Ok(ExitCode::from(EXIT_CONFIG))
             }
         },
         Command::Counters { live: None } => {

@@ -45,7 +45,7 @@ fn import_check_map_and_ce_config_from_the_cisco_configuration() {
     let t = toml.to_str().unwrap();
     // Straight from the import, the interface placeholders are refused.
     let check = br(&["check-config", t]);
-    assert_eq!(check.status.code(), Some(2), "{}", stderr(&check));
+    assert_eq!(check.status.code(), Some(78), "{}", stderr(&check));
     assert!(
         stderr(&check).contains("CHANGE-ME-lan\": a placeholder"),
         "{}",
@@ -99,7 +99,12 @@ fn check_config_reports_file_line_and_reason_and_fails() {
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "[relay]\ninterfaces = [\"eth0\"]\nqueues = 0\n\n[[domain]]\nprefix = \"2001:db8::/100\"\nbr-ipv4 = \"10.0.0.1\"\n").unwrap();
     let out = br(&["check-config", bad.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(78), "EX_CONFIG, not a usage error");
+    // A usage error is 2 (clap), a bad file given to map 78 too.
+    assert_eq!(br(&["check-config"]).status.code(), Some(2));
+    let map = br(&["map", "10.96.1.100", "--config", bad.to_str().unwrap()]);
+    assert_eq!(map.status.code(), Some(78), "{}", stderr(&map));
+    assert!(stderr(&map).contains("bad.toml:3:"), "{}", stderr(&map));
     let err = stderr(&out);
     assert!(
         err.contains("bad.toml:3: queues = 0 is out of range (1..=64)"),

@@ -162,7 +162,8 @@ impl Running {
 
 /// Runs the BR until SIGINT or SIGTERM.
 pub fn run(config_path: &Path) -> Result<()> {
-    let config = Config::load(config_path).map_err(|e| anyhow!("{e}"))?;
+    // Kept as a ConfigError: the exit status tells an invalid file apart.
+    let config = Config::load(config_path)?;
     for (line, w) in &config.warnings {
         tracing::warn!("{}:{line}: {w}", config_path.display());
     }
