@@ -64,7 +64,51 @@ fn a_trace_names_what_happened_to_each_packet_as_its_counter_does() {
             true,
         )
     };
+    let (gw_wan, ce_mac) = (lab.gw.mac("gw-wan"), lab.ce1.mac("eth0"));
+    let from_ce1 =
+        |inner: Vec<u8>, ok: bool| ipv4_frame(gw_wan, ce_mac, CE1_V4, BR_V4, 41, &inner, ok);
     let provoked: Vec<(&str, &str, &Netns, &str, Vec<u8>)> = vec![
+        (
+            "reason",
+            "source-outside-domain",
+            &lab.ce1,
+            "eth0",
+            from_ce1(icmpv6_echo(LAN_SERVER, CE2_V6, 64, 8), true),
+        ),
+        (
+            "reason",
+            "martian-destination",
+            &lab.ce1,
+            "eth0",
+            from_ce1(icmpv6_echo(CE1_V6, "ff02::1", 64, 8), true),
+        ),
+        (
+            "reason",
+            "br-own-prefix",
+            &lab.ce1,
+            "eth0",
+            from_ce1(
+                icmpv6_echo(CE1_V6, "2001:db8:0:f096:aff:ffde::2", 64, 8),
+                true,
+            ),
+        ),
+        (
+            "reason",
+            "ipv4-broadcast",
+            &lab.ce1,
+            "eth0",
+            from_ce1(
+                icmpv6_echo(CE1_V6, "2001:db8:0:f096:a60:ffff::1", 64, 8),
+                true,
+            ),
+        ),
+        (
+            "reason",
+            "bad-ipv4-checksum",
+            &lab.ce1,
+            "eth0",
+            from_ce1(icmpv6_echo(CE1_V6, LAN_SERVER, 64, 8), false),
+        ),
         (
             "reason",
             "spoofed-source",
@@ -189,7 +233,12 @@ fn a_trace_names_what_happened_to_each_packet_as_its_counter_does() {
         Some("slow-path")
     );
     let encap = events.iter().find(|e| e["name"] == "fast-encap").unwrap();
-    assert_eq!(encap["to"], "gw-wan", "{encap}");
+    let ce1_mac: Vec<String> = ce_mac.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        encap["to"],
+        format!("gw-wan next hop {}", ce1_mac.join(":")),
+        "{encap}"
+    );
     assert_eq!(encap["interface"], "gw-lan", "{encap}");
     // As it left: the outer header, with the lengths of the whole packet
     // (138-byte frame: 124 + 14), not of the captured start.

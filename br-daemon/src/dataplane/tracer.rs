@@ -130,12 +130,11 @@ pub fn relay_event(
     let (kind, name, to) = match routed {
         (Disposition::Drop(reason), _) => ("reason", reason.name(), String::new()),
         (Disposition::Transmit { port, head, .. }, p) => {
-            let mac = chunk.get(*head..head + 6).unwrap_or(&[]);
-            let mac: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+            let mac = mac_text(chunk.get(*head..head + 6).unwrap_or(&[]));
             let out = ports
                 .get(*port)
                 .map_or(String::new(), |i| interface_name(*i));
-            ("path", path(p), format!("{out} next hop {}", mac.join(":")))
+            ("path", path(p), format!("{out} next hop {mac}"))
         }
         (Disposition::KernelIpv4 { dst, via, .. }, p) => (
             "path",
@@ -159,6 +158,11 @@ pub fn relay_event(
         name,
         to,
     }
+}
+
+fn mac_text(mac: &[u8]) -> String {
+    let bytes: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+    bytes.join(":")
 }
 
 fn handoff(via: Handoff) -> &'static str {
@@ -334,10 +338,11 @@ fn xdp_event(raw: &[u8], filter: TraceFilter, domains: &Domains) -> Option<Trace
         packet,
         kind: "action",
         name,
-        to: if out != 0 {
-            interface_name(out)
-        } else {
-            String::new()
+        // A fast-path frame as it left: its destination is the next hop.
+        to: match (out, frame.get(..6)) {
+            (0, _) => String::new(),
+            (out, Some(mac)) => format!("{} next hop {}", interface_name(out), mac_text(mac)),
+            (out, None) => interface_name(out),
         },
     })
 }
