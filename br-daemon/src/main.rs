@@ -229,13 +229,22 @@ fn run(command: Command) -> Result<ExitCode> {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let origin = file.display().to_string();
-            let out =
-                cisco::import(&text, &origin).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
-            for w in &out.warnings {
-                eprintln!("warning: {w}");
+            match cisco::import(&text, &origin) {
+                Ok(out) => {
+                    for w in &out.warnings {
+                        eprintln!("{w}");
+                    }
+                    print!("{}", out.toml);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(failure) => {
+                    for w in &failure.warnings {
+                        eprintln!("{w}");
+                    }
+                    eprintln!("{}", failure.error.located(&origin));
+                    Ok(ExitCode::FAILURE)
+                }
             }
-            print!("{}", out.toml);
-            Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {

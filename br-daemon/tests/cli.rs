@@ -36,7 +36,7 @@ fn import_check_map_and_ce_config_from_the_cisco_configuration() {
     let imported = br(&["import-cisco", cisco.to_str().unwrap()]);
     assert!(imported.status.success(), "{}", stderr(&imported));
     assert!(
-        stderr(&imported).contains("cisco.txt:4: not used"),
+        stderr(&imported).contains("cisco.txt:4: warning: not used"),
         "{}",
         stderr(&imported)
     );
