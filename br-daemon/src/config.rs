@@ -426,7 +426,7 @@ fn build(lines: &mut Lines, raw: RawConfig) -> Option<Config> {
     };
     let metrics = match &relay.metrics {
         Some(m) if m.get_ref() == "off" => None,
-        Some(m) => lines.parse::<SocketAddr>(m, "metrics", "an address:port (or \"off\")"),
+        Some(m) => metrics_address(lines, m),
         None => Some(DEFAULT_METRICS.parse().expect("constant")),
     };
     let mut icmp_rate = IcmpRate::default();
@@ -655,6 +655,25 @@ fn domain_spec(lines: &mut Lines, d: &RawDomain, index: usize) -> Option<DomainS
         ce_ipv4_allow,
         tcp_mss,
     })
+}
+
+/// `metrics = "host:port"`: an address, or a name resolved now (the
+/// first address it has), as `counters --live` takes it.
+fn metrics_address(lines: &mut Lines, m: &Spanned<String>) -> Option<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    match m.get_ref().to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(a)) => Some(a),
+        _ => {
+            lines.report(
+                m.span(),
+                format!(
+                    "metrics = {:?} is not an address:port (like 127.0.0.1:9641 or localhost:9641) or \"off\"",
+                    m.get_ref()
+                ),
+            );
+            None
+        }
+    }
 }
 
 /// The line a domain's error belongs on: the key it is about.
@@ -1088,6 +1107,14 @@ mtu = 1480
 "#;
         let c = Config::parse(text, "t.toml").unwrap();
         assert_eq!(c.metrics, None);
+        let named = Config::parse(
+            &SCENARIO.replace("queues = 2", "queues = 2\nmetrics = \"localhost:9641\""),
+            "t",
+        )
+        .unwrap();
+        assert!(named
+            .metrics
+            .is_some_and(|a| a.ip().is_loopback() && a.port() == 9641));
         assert_eq!(c.xdp_mode, XdpMode::Generic);
         assert!(!c.xdp_fast_path);
         assert_eq!(

@@ -77,6 +77,9 @@ enum Command {
         /// Read the counters of the daemon serving this address.
         #[arg(long, num_args = 0..=1, default_missing_value = br_daemon::config::DEFAULT_METRICS, value_name = "ADDRESS")]
         live: Option<String>,
+        /// As JSON: `/metrics.json` with --live, else every name and meaning.
+        #[arg(long)]
+        json: bool,
     },
     /// Show what the running daemon does with each packet: its headers,
     /// the path it took or why it was dropped (the counter's name), and
@@ -264,7 +267,36 @@ fn run(command: Command) -> Result<ExitCode> {
                 Ok(ExitCode::from(EXIT_CONFIG))
             }
         },
-        Command::Counters { live: None } => {
+        Command::Counters {
+            live: None,
+            json: true,
+        } => {
+            let mut all = serde_json::Map::new();
+            let mut put = |kind: &str, name: &str, meaning: &str| {
+                all.insert(format!("{kind}:{name}"), serde_json::Value::from(meaning));
+            };
+            Io::ALL
+                .iter()
+                .for_each(|x| put("io", x.name(), x.meaning()));
+            Path::ALL
+                .iter()
+                .for_each(|x| put("path", x.name(), x.meaning()));
+            DropReason::ALL
+                .iter()
+                .for_each(|x| put("reason", x.name(), x.meaning()));
+            MssEvent::ALL
+                .iter()
+                .for_each(|x| put("event", x.name(), x.meaning()));
+            br_ebpf::STAT_NAMES
+                .iter()
+                .for_each(|(n, m)| put("action", n, m));
+            br_ebpf::DECLINE_NAMES
+                .iter()
+                .for_each(|(n, m)| put("declined", n, m));
+            println!("{}", serde_json::Value::Object(all));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Counters { live: None, .. } => {
             for io in Io::ALL {
                 println!("{:<26} {}", io.name(), io.meaning());
             }
@@ -308,13 +340,24 @@ fn run(command: Command) -> Result<ExitCode> {
                 },
             )
         }
-        Command::Counters { live: Some(addr) } => {
-            let text = fetch_metrics(&addr)?;
+        Command::Counters {
+            live: Some(addr),
+            json,
+        } => {
+            let path = if json { "/metrics.json" } else { "/metrics" };
+            let text = fetch_metrics(&addr, path)?;
+            if json {
+                println!("{text}");
+                return Ok(ExitCode::SUCCESS);
+            }
             for line in text
                 .lines()
                 .filter(|l| l.starts_with("br6rd_") && !l.ends_with(" 0"))
             {
-                println!("{line}");
+                match sample_meaning(line) {
+                    Some(m) => println!("{line}\t# {m}"),
+                    None => println!("{line}"),
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -344,8 +387,11 @@ fn trace(addr: &str, request: &TraceRequest) -> Result<ExitCode> {
     for line in lines {
         let line = line?;
         if ok {
-            writeln!(out, "{line}")?;
-            out.flush()?;
+            // `#.` lines keep the stream alive: not for people.
+            if line != "#." {
+                writeln!(out, "{line}")?;
+                out.flush()?;
+            }
         } else {
             eprintln!("br-daemon at {addr}: {line}");
         }
@@ -357,16 +403,37 @@ fn trace(addr: &str, request: &TraceRequest) -> Result<ExitCode> {
     })
 }
 
-fn fetch_metrics(addr: &str) -> Result<String> {
+/// The body of `GET path` from br-daemon at `addr`; an error that says
+/// so when something else answers.
+fn fetch_metrics(addr: &str, path: &str) -> Result<String> {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(addr).with_context(|| {
         format!("no br-daemon answers on {addr} (is it running? is metrics set?)")
     })?;
     conn.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
-    conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+    // One write: a server that answers on the first bytes and closes
+    // must not turn the rest of the request into a broken pipe.
+    conn.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .with_context(|| format!("{addr} closed the connection: is it br-daemon?"))?;
     let mut text = String::new();
-    conn.read_to_string(&mut text)?;
-    Ok(text)
+    conn.read_to_string(&mut text)
+        .with_context(|| format!("{addr} does not answer like br-daemon"))?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("200") {
+        bail!("{addr} is not br-daemon's metrics endpoint: GET {path} answered {status:?}");
+    }
+    if !body.contains("br6rd_io_packets_total") {
+        bail!("{addr} answered GET {path}, but without br-daemon's counters: is it br-daemon?");
+    }
+    Ok(body.to_string())
+}
+
+/// The meaning of a Prometheus sample line `metric{label="name"} value`.
+fn sample_meaning(line: &str) -> Option<&'static str> {
+    let (metric, rest) = line.split_once('{')?;
+    let name = rest.split('"').nth(1)?;
+    br_daemon::dataplane::counters::meaning(metric, name)
 }
 
 fn br_daemon_run(config: &std::path::Path) -> Result<ExitCode> {

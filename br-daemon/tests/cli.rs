@@ -210,3 +210,47 @@ fn map_and_ce_config_without_a_br_never_mention_one() {
     ]);
     assert_eq!(stdout(&o).trim(), "0.0.0.0/0", "{}", stderr(&o));
 }
+
+/// A server that is not br-daemon, answering every request with `reply`.
+fn impostor(reply: &'static str) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut conn in listener.incoming().flatten().take(2) {
+            // The whole request, as an HTTP server reads it.
+            let mut request = Vec::new();
+            let mut buf = [0u8; 512];
+            while !request.ends_with(b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = conn.write_all(reply.as_bytes());
+        }
+    });
+    addr
+}
+
+#[test]
+fn counters_live_says_when_the_server_is_not_br_daemon() {
+    let not_found = impostor("HTTP/1.0 404 Not Found\r\n\r\nnope");
+    let o = br(&["counters", "--live", &not_found]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(
+            "is not br-daemon's metrics endpoint: GET /metrics answered \"HTTP/1.0 404 Not Found\""
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let other = impostor("HTTP/1.0 200 OK\r\n\r\nsome_other_metric 1\n");
+    let o = br(&["counters", "--live", &other]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("without br-daemon's counters"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -57,10 +57,90 @@ fn ping_lan_to_ce_ce_to_lan_and_ce_to_ce() {
         live.contains("br6rd_forwarded_packets_total{path=\"hairpinned\"}"),
         "{live}"
     );
+    // Each non-zero counter with its meaning, as docs/counters.md says.
+    assert!(
+        live.contains("path=\"hairpinned\"} ") && live.contains("# CE traffic for another CE"),
+        "{live}"
+    );
+    metrics_endpoint_serves_text_json_and_404_to_concurrent_clients(&lab);
     eprintln!("{}", lab.metrics());
     let summary = lab.stop_daemon();
     assert!(summary.contains("packets in"), "{summary}");
     assert!(!summary.contains("MISMATCH"), "{summary}");
+}
+
+/// One HTTP/1.0 GET to the daemon's metrics address: (status line, body).
+fn http_get(lab: &Lab, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let path = path.to_string();
+    lab.gw.enter(move || {
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9641").expect("metrics port");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        (
+            head.lines().next().unwrap_or("").to_string(),
+            body.to_string(),
+        )
+    })
+}
+
+/// /metrics and /metrics.json agree, other paths are 404, and sixteen
+/// scrapes at once all get a whole page while a trace stream stays open.
+fn metrics_endpoint_serves_text_json_and_404_to_concurrent_clients(lab: &Lab) {
+    let (status, _) = http_get(lab, "/nothing-here");
+    assert!(status.contains(" 404 "), "{status}");
+    let mut cmd = lab.gw.command(&daemon_binary().display().to_string());
+    cmd.arg("trace");
+    let mut trace = spawn(cmd, lab.dir.join("trace-during-scrapes.txt"));
+    let pages: Vec<(String, String)> = std::thread::scope(|scope| {
+        let scrapes: Vec<_> = (0..16)
+            .map(|i| {
+                scope.spawn(move || {
+                    http_get(
+                        lab,
+                        if i % 2 == 0 {
+                            "/metrics"
+                        } else {
+                            "/metrics.json"
+                        },
+                    )
+                })
+            })
+            .collect();
+        scrapes.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    trace.signal(libc::SIGINT);
+    let _ = trace.wait_for_exit(Duration::from_secs(5));
+    for (i, (status, body)) in pages.iter().enumerate() {
+        assert!(status.contains(" 200 "), "scrape {i}: {status}");
+        if i % 2 == 0 {
+            assert!(
+                body.contains("# TYPE br6rd_io_packets_total counter"),
+                "{body}"
+            );
+        } else {
+            let json: serde_json::Value = serde_json::from_str(body).expect("JSON");
+            assert!(
+                json["br6rd_forwarded_packets_total"]["hairpinned"].as_u64() >= Some(6),
+                "{body}"
+            );
+        }
+    }
+    // Quiet now: the text and the JSON give the same numbers.
+    let (_, text) = http_get(lab, "/metrics");
+    let (_, json) = http_get(lab, "/metrics.json");
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for name in ["encapsulated", "decapsulated", "hairpinned"] {
+        assert_eq!(
+            json["br6rd_forwarded_packets_total"][name].as_u64(),
+            Some(counter_in(&text, "path", name)),
+            "{name}"
+        );
+    }
 }
 
 /// Sends `data` over TCP from `client` to a listener in `server` and

@@ -128,95 +128,161 @@ impl Totals {
     }
 }
 
-/// Appends one Prometheus counter family: its HELP and TYPE lines, then
-/// one `metric{labels} value` line per sample.
-fn family(
-    s: &mut String,
-    metric: &str,
-    help: &str,
-    samples: impl IntoIterator<Item = (String, u64)>,
-) {
-    use std::fmt::Write as _;
-    let _ = writeln!(s, "# HELP {metric} {help}");
-    let _ = writeln!(s, "# TYPE {metric} counter");
-    for (labels, v) in samples {
-        let _ = writeln!(s, "{metric}{{{labels}}} {v}");
-    }
+/// Every counter at one moment: what `/metrics` and `/metrics.json` show.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub totals: Totals,
+    /// The XDP program's actions, by `br_ebpf::STAT_*`.
+    pub xdp: Vec<u64>,
+    /// The fast path's declines, by `br_ebpf::DECLINE_*`.
+    pub declines: Vec<u64>,
+    /// (socket, kind, count): drops the kernel counted on AF_XDP sockets.
+    pub afxdp: Vec<(String, &'static str, u64)>,
 }
 
-/// Counters labelled `label="name"` with the names in index order
-/// ("unknown" past the last name).
-fn labelled<'a>(
-    label: &'a str,
-    names: impl IntoIterator<Item = &'a str> + 'a,
-    values: &'a [u64],
-) -> impl Iterator<Item = (String, u64)> + 'a {
-    names
-        .into_iter()
-        .chain(std::iter::repeat("unknown"))
-        .zip(values)
-        .map(move |(name, v)| (format!("{label}=\"{name}\""), *v))
+/// A Prometheus label value, escaped (exposition format: `\`, `"`, newline).
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A counter family: (metric, help, label, names, values).
+type Family<'a> = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<&'static str>,
+    &'a [u64],
+);
+
+/// The counter families, in the order they are rendered.
+fn families(s: &Snapshot) -> Vec<Family<'_>> {
+    vec![
+        (
+            "br6rd_io_packets_total",
+            "Packets in and out of the forwarder.",
+            "io",
+            Io::ALL.iter().map(|x| x.name()).collect(),
+            &s.totals.io[..],
+        ),
+        (
+            "br6rd_forwarded_packets_total",
+            "Packets the relay forwarded, by path.",
+            "path",
+            Path::ALL.iter().map(|x| x.name()).collect(),
+            &s.totals.paths[..],
+        ),
+        (
+            "br6rd_dropped_packets_total",
+            "Packets dropped, by reason (docs/counters.md).",
+            "reason",
+            DropReason::ALL.iter().map(|x| x.name()).collect(),
+            &s.totals.drops[..],
+        ),
+        (
+            "br6rd_tcp_mss_total",
+            "TCP SYNs whose MSS the relay clamped (tcp-mss), or could not parse.",
+            "event",
+            MssEvent::ALL.iter().map(|x| x.name()).collect(),
+            &s.totals.tcp_mss[..],
+        ),
+        (
+            "br6rd_xdp_packets_total",
+            "What the XDP program did, by action.",
+            "action",
+            br_ebpf::STAT_NAMES.iter().map(|n| n.0).collect(),
+            &s.xdp[..],
+        ),
+        (
+            "br6rd_xdp_fast_path_declined_total",
+            "Packets the XDP fast path left to the forwarder, by reason.",
+            "reason",
+            br_ebpf::DECLINE_NAMES.iter().map(|n| n.0).collect(),
+            &s.declines[..],
+        ),
+    ]
 }
 
 /// Renders counters as Prometheus text (`/metrics`), also what the
 /// daemon prints when it stops.
-pub fn render(totals: &Totals, xdp: &[u64], declines: &[u64], afxdp: &[(String, u64)]) -> String {
-    let mut s = String::new();
-    family(
-        &mut s,
-        "br6rd_io_packets_total",
-        "Packets in and out of the forwarder.",
-        labelled("io", Io::ALL.iter().map(|io| io.name()), &totals.io),
+pub fn render(s: &Snapshot) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for (metric, help, label, names, values) in families(s) {
+        let _ = writeln!(out, "# HELP {metric} {help}");
+        let _ = writeln!(out, "# TYPE {metric} counter");
+        let names = names.into_iter().chain(std::iter::repeat("unknown"));
+        for (name, v) in names.zip(values) {
+            let _ = writeln!(out, "{metric}{{{label}=\"{}\"}} {v}", escape(name));
+        }
+    }
+    let metric = "br6rd_afxdp_kernel_drops_total";
+    let _ = writeln!(
+        out,
+        "# HELP {metric} Drops the kernel counted on the AF_XDP sockets."
     );
-    family(
-        &mut s,
-        "br6rd_forwarded_packets_total",
-        "Packets the relay forwarded, by path.",
-        labelled("path", Path::ALL.iter().map(|p| p.name()), &totals.paths),
+    let _ = writeln!(out, "# TYPE {metric} counter");
+    for (socket, kind, v) in &s.afxdp {
+        let _ = writeln!(
+            out,
+            "{metric}{{socket=\"{}\",kind=\"{kind}\"}} {v}",
+            escape(socket)
+        );
+    }
+    out
+}
+
+/// The same counters as JSON (`/metrics.json`): `{metric: {name: value}}`,
+/// the AF_XDP drops as `{socket: {kind: value}}`.
+pub fn render_json(s: &Snapshot) -> String {
+    use serde_json::{Map, Value};
+    let mut root = Map::new();
+    for (metric, _, _, names, values) in families(s) {
+        let family: Map<String, Value> = names
+            .into_iter()
+            .zip(values)
+            .map(|(n, v)| (n.to_string(), Value::from(*v)))
+            .collect();
+        root.insert(metric.to_string(), Value::Object(family));
+    }
+    let mut sockets: Map<String, Value> = Map::new();
+    for (socket, kind, v) in &s.afxdp {
+        let entry = sockets
+            .entry(socket.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(m) = entry {
+            m.insert(kind.to_string(), Value::from(*v));
+        }
+    }
+    root.insert(
+        "br6rd_afxdp_kernel_drops_total".into(),
+        Value::Object(sockets),
     );
-    family(
-        &mut s,
-        "br6rd_dropped_packets_total",
-        "Packets dropped, by reason (docs/counters.md).",
-        labelled(
-            "reason",
-            DropReason::ALL.iter().map(|r| r.name()),
-            &totals.drops,
-        ),
-    );
-    family(
-        &mut s,
-        "br6rd_tcp_mss_total",
-        "TCP SYNs whose MSS the relay clamped (tcp-mss), or could not parse.",
-        labelled(
-            "event",
-            MssEvent::ALL.iter().map(|e| e.name()),
-            &totals.tcp_mss,
-        ),
-    );
-    family(
-        &mut s,
-        "br6rd_xdp_packets_total",
-        "What the XDP program did, by action.",
-        labelled("action", br_ebpf::STAT_NAMES.iter().map(|n| n.0), xdp),
-    );
-    family(
-        &mut s,
-        "br6rd_xdp_fast_path_declined_total",
-        "Packets the XDP fast path left to the forwarder, by reason.",
-        labelled(
-            "reason",
-            br_ebpf::DECLINE_NAMES.iter().map(|n| n.0),
-            declines,
-        ),
-    );
-    family(
-        &mut s,
-        "br6rd_afxdp_kernel_drops_total",
-        "Drops the kernel counted on the AF_XDP sockets.",
-        afxdp.iter().cloned(),
-    );
-    s
+    Value::Object(root).to_string()
+}
+
+/// What the counter `name` of family `metric` means.
+pub fn meaning(metric: &str, name: &str) -> Option<&'static str> {
+    let pairs: Vec<(&'static str, &'static str)> = match metric {
+        "br6rd_io_packets_total" => Io::ALL.iter().map(|x| (x.name(), x.meaning())).collect(),
+        "br6rd_forwarded_packets_total" => {
+            Path::ALL.iter().map(|x| (x.name(), x.meaning())).collect()
+        }
+        "br6rd_dropped_packets_total" => DropReason::ALL
+            .iter()
+            .map(|x| (x.name(), x.meaning()))
+            .collect(),
+        "br6rd_tcp_mss_total" => MssEvent::ALL
+            .iter()
+            .map(|x| (x.name(), x.meaning()))
+            .collect(),
+        "br6rd_xdp_packets_total" => br_ebpf::STAT_NAMES.to_vec(),
+        "br6rd_xdp_fast_path_declined_total" => br_ebpf::DECLINE_NAMES.to_vec(),
+        _ => return None,
+    };
+    pairs.into_iter().find(|(n, _)| *n == name).map(|(_, m)| m)
 }
 
 /// Reads one sample back from Prometheus text: `metric{label="value"}`.
@@ -245,11 +311,26 @@ mod tests {
         b.io(Io::SentKernel, 1);
         let t = Totals::sum([&a, &b]);
         assert_eq!(t.balance(), (4, 2, 2));
-        let text = render(
-            &t,
-            &[5; 10],
-            &[2; 4],
-            &[("socket=\"lan0/0\",kind=\"rx-ring-full\"".into(), 7)],
+        let snapshot = Snapshot {
+            totals: t,
+            xdp: vec![5; 10],
+            declines: vec![2; 4],
+            afxdp: vec![
+                ("lan0/0".into(), "rx-ring-full", 7),
+                ("a\"b".into(), "rx-dropped", 1),
+            ],
+        };
+        let text = render(&snapshot);
+        assert!(text.contains("socket=\"a\\\"b\""), "escaped: {text}");
+        let json: serde_json::Value = serde_json::from_str(&render_json(&snapshot)).unwrap();
+        assert_eq!(json["br6rd_dropped_packets_total"]["spoofed-source"], 1);
+        assert_eq!(
+            json["br6rd_afxdp_kernel_drops_total"]["lan0/0"]["rx-ring-full"],
+            7
+        );
+        assert_eq!(
+            meaning("br6rd_dropped_packets_total", "spoofed-source"),
+            Some(DropReason::SpoofedSource.meaning())
         );
         assert_eq!(
             sample(

@@ -8,8 +8,7 @@
 //! killed, the kernel removes the bpf_link and the TUN interface with it,
 //! so the host goes on forwarding its own traffic.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -18,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::counters::{self, Counters, Totals};
+use super::counters::{self, Counters, Snapshot, Totals};
 use super::fib::{self, Fib};
 use super::interfaces::Interfaces;
 use super::publish::Published;
@@ -138,7 +137,7 @@ impl Running {
         Totals::sum(self.counters.iter().map(|c| c.as_ref()))
     }
 
-    fn metrics(&self) -> String {
+    fn snapshot(&self) -> Snapshot {
         let (xdp, declines) = {
             let steering = self.steering.lock().unwrap_or_else(|e| e.into_inner());
             (steering.stats(), steering.declines())
@@ -153,10 +152,19 @@ impl Running {
                 ("tx-invalid-descs", s.tx_invalid_descs),
                 ("rx-fill-ring-empty", s.rx_fill_ring_empty),
             ] {
-                afxdp.push((format!("socket=\"{label}\",kind=\"{kind}\""), v));
+                afxdp.push((label.clone(), kind, v));
             }
         }
-        counters::render(&self.totals(), &xdp, &declines, &afxdp)
+        Snapshot {
+            totals: self.totals(),
+            xdp,
+            declines,
+            afxdp,
+        }
+    }
+
+    fn metrics(&self) -> String {
+        counters::render(&self.snapshot())
     }
 }
 
@@ -556,55 +564,48 @@ pub fn summary(totals: &Totals, metrics: &str) -> String {
 }
 
 fn serve_metrics(addr: SocketAddr, running: Arc<Running>) {
-    let listener = match TcpListener::bind(addr) {
-        Ok(l) => l,
+    let server = match tiny_http::Server::http(addr) {
+        Ok(s) => s,
         Err(e) => {
             tracing::error!("metrics: cannot listen on {addr}: {e}");
             return;
         }
     };
-    let _ = listener.set_nonblocking(true);
     tracing::info!("counters on http://{addr}/metrics");
     while !running.stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((mut conn, _)) => {
-                let _ = conn.set_nonblocking(false);
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
-                let mut req = [0u8; 1024];
-                let n = conn.read(&mut req).unwrap_or(0);
-                let target = String::from_utf8_lossy(&req[..n])
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or("/")
-                    .to_string();
-                let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-                match path {
-                    "/trace" => {
-                        // Streams until done: its own thread.
-                        let (sources, query) = (Arc::clone(&running.trace), query.to_string());
-                        let _ = std::thread::Builder::new()
-                            .name("br-trace".into())
-                            .spawn(move || tracer::serve(conn, &query, &sources));
-                    }
-                    "/" | "/metrics" => {
-                        let body = running.metrics();
-                        let _ = write!(
-                            conn,
-                            "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                    }
-                    other => {
-                        let body = format!("no {other} here: /metrics or /trace\n");
-                        let _ = write!(
-                            conn,
-                            "HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                    }
-                }
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
+        // Blocks for a request; wakes now and then only to see `stop`.
+        let Ok(Some(request)) = server.recv_timeout(Duration::from_millis(500)) else {
+            continue;
+        };
+        // Each request on its own thread: scrapes run side by side, and a
+        // trace streams for as long as it lasts.
+        let r = Arc::clone(&running);
+        let _ = std::thread::Builder::new()
+            .name("br-http".into())
+            .spawn(move || answer(request, &r));
     }
+}
+
+/// One HTTP request: /metrics, /metrics.json, /trace; 404 otherwise.
+fn answer(request: tiny_http::Request, running: &Running) {
+    let url = request.url().to_string();
+    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    let header = |value: &str| {
+        tiny_http::Header::from_bytes(&b"Content-Type"[..], value.as_bytes()).expect("valid header")
+    };
+    let response = match path {
+        "/trace" => return tracer::serve(request, query, &running.trace),
+        "/" | "/metrics" => tiny_http::Response::from_string(running.metrics())
+            .with_header(header("text/plain; version=0.0.4")),
+        "/metrics.json" => {
+            tiny_http::Response::from_string(counters::render_json(&running.snapshot()))
+                .with_header(header("application/json"))
+        }
+        other => tiny_http::Response::from_string(format!(
+            "no {other} here: /metrics, /metrics.json or /trace\n"
+        ))
+        .with_status_code(404)
+        .with_header(header("text/plain")),
+    };
+    let _ = request.respond(response);
 }

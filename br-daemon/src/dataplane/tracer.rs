@@ -10,10 +10,10 @@
 //! tracer cannot take is counted as missed, the packet is not delayed).
 
 use std::io::Write;
-use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, RingBuf};
 use crossbeam::channel::{bounded, Receiver, Sender};
@@ -181,12 +181,17 @@ pub struct TraceSources {
     pub stop: Arc<AtomicBool>,
 }
 
-/// Serves one `GET /trace?query` on `conn` until `count` events were
-/// shown, the client went away, or the daemon stops.
-pub fn serve(mut conn: TcpStream, query: &str, src: &TraceSources) {
-    let request = match TraceRequest::parse(query) {
+/// Serves one `GET /trace?query` until `count` events were shown, the
+/// client went away, or the daemon stops.
+pub fn serve(request: tiny_http::Request, query: &str, src: &TraceSources) {
+    let refuse = |request: tiny_http::Request, status: u16, body: &str| {
+        let _ = request.respond(
+            tiny_http::Response::from_string(format!("{body}\n")).with_status_code(status),
+        );
+    };
+    let parsed = match TraceRequest::parse(query) {
         Ok(r) => r,
-        Err(e) => return respond(&mut conn, "400 Bad Request", &e),
+        Err(e) => return refuse(request, 400, &e),
     };
     let Some(mut ring) = src
         .steering
@@ -194,14 +199,14 @@ pub fn serve(mut conn: TcpStream, query: &str, src: &TraceSources) {
         .unwrap_or_else(|e| e.into_inner())
         .take_trace_ring()
     else {
-        return respond(&mut conn, "409 Conflict", "another trace is running");
+        return refuse(request, 409, "another trace is running");
     };
-    if !src.tracer.begin(request.filter) {
+    if !src.tracer.begin(parsed.filter) {
         src.steering
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .give_back_trace_ring(ring);
-        return respond(&mut conn, "409 Conflict", "another trace is running");
+        return refuse(request, 409, "another trace is running");
     }
     let switched = src
         .steering
@@ -209,9 +214,13 @@ pub fn serve(mut conn: TcpStream, query: &str, src: &TraceSources) {
         .unwrap_or_else(|e| e.into_inner())
         .set_trace(true);
     let shown = match switched {
-        Ok(()) => stream(&mut conn, &request, &mut ring, src),
+        Ok(()) => {
+            // The socket itself: the stream ends when the trace does.
+            let mut out = request.into_writer();
+            stream(&mut *out, &parsed, &mut ring, src)
+        }
         Err(e) => {
-            respond(&mut conn, "500 Internal Server Error", &format!("{e:#}"));
+            refuse(request, 500, &format!("{e:#}"));
             0
         }
     };
@@ -220,20 +229,16 @@ pub fn serve(mut conn: TcpStream, query: &str, src: &TraceSources) {
     steering.give_back_trace_ring(ring);
     drop(steering);
     src.tracer.end();
-    tracing::info!("trace ({}) ended after {shown} events", request.to_query());
+    tracing::info!("trace ({}) ended after {shown} events", parsed.to_query());
 }
 
-fn respond(conn: &mut TcpStream, status: &str, body: &str) {
-    let _ = write!(
-        conn,
-        "HTTP/1.0 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}\n",
-        body.len() + 1
-    );
-}
+/// Idle this long, the stream carries a keep-alive line (`#.`, which the
+/// CLI does not print): a client that went away is noticed when it fails.
+const KEEPALIVE: Duration = Duration::from_secs(1);
 
 /// Writes events as they come; returns how many were shown.
 fn stream(
-    conn: &mut TcpStream,
+    out: &mut dyn Write,
     request: &TraceRequest,
     ring: &mut RingBuf<MapData>,
     src: &TraceSources,
@@ -247,53 +252,59 @@ fn stream(
         },
         request.count
     );
-    if conn.write_all(header.as_bytes()).is_err() {
+    if out
+        .write_all(header.as_bytes())
+        .and_then(|_| out.flush())
+        .is_err()
+    {
         return 0;
     }
-    let mut shown = 0;
+    let (mut shown, mut quiet_since) = (0, Instant::now());
     while shown < request.count && !src.stop.load(Ordering::Relaxed) {
-        if client_gone(conn, ring) {
-            break;
-        }
+        wait_for_ring(ring);
         let relay = src.relay.get();
         let mut batch = xdp_events(ring, request.filter, relay.domains());
         batch.extend(src.tracer.events.1.try_iter());
         batch.sort_by_key(|e| e.ns);
+        let mut text = String::new();
         for mut e in batch.into_iter().take((request.count - shown) as usize) {
             e.time = e.ns.saturating_sub(start) as f64 / 1e9;
-            let text = if request.json { e.json() } else { e.line() };
-            if writeln!(conn, "{text}").is_err() {
+            text.push_str(&if request.json { e.json() } else { e.line() });
+            text.push('\n');
+            shown += 1;
+        }
+        if text.is_empty() && quiet_since.elapsed() >= KEEPALIVE {
+            text.push_str("#.\n");
+        }
+        if !text.is_empty() {
+            quiet_since = Instant::now();
+            if out
+                .write_all(text.as_bytes())
+                .and_then(|_| out.flush())
+                .is_err()
+            {
                 return shown;
             }
-            shown += 1;
         }
     }
     let missed = src.tracer.missed.load(Ordering::Relaxed);
     let _ = writeln!(
-        conn,
+        out,
         "# {shown} packets shown, {missed} missed (the tracer fell behind)"
     );
+    let _ = out.flush();
     shown
 }
 
-/// Waits up to POLL_MS for the XDP ring or the client; true if the client
-/// hung up (Ctrl-C).
-fn client_gone(conn: &TcpStream, ring: &RingBuf<MapData>) -> bool {
-    let mut fds = [
-        libc::pollfd {
-            fd: conn.as_raw_fd(),
-            events: libc::POLLRDHUP,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: ring.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
+/// Waits up to POLL_MS for the XDP ring.
+fn wait_for_ring(ring: &RingBuf<MapData>) {
+    let mut fds = [libc::pollfd {
+        fd: ring.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
     // SAFETY: fds is a live array of the length passed.
     unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, POLL_MS) };
-    fds[0].revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
 /// The XDP program's events in the ring that `filter` matches.
