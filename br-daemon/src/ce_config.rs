@@ -208,6 +208,39 @@ pub fn render(domain: &Domain, ce: Ipv4Addr, dev: &str) -> Result<String, CeConf
     Ok(s)
 }
 
+/// What `br-daemon ce-config --json` prints: the plan's facts, the
+/// commands (without comments) and the ifcfg file.
+pub fn render_json(
+    domain: &Domain,
+    ce: Ipv4Addr,
+    dev: &str,
+) -> Result<serde_json::Value, CeConfigError> {
+    let plan = CePlan::new(domain, ce)?;
+    let commands: Vec<String> = plan
+        .ip_commands(domain, dev)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    Ok(serde_json::json!({
+        "ce-ipv4": ce.to_string(),
+        "domain": domain.name(),
+        "6rd-prefix": domain.prefix().to_string(),
+        "ipv4-mask-len": domain.ipv4_mask_len(),
+        "br-ipv4": domain.br_ipv4().to_string(),
+        "delegated-prefix": plan.delegated.to_string(),
+        "address": plan.address.to_string(),
+        "relay-prefix": plan.relay_prefix.to_string(),
+        "direct-ce-to-ce": plan.direct_ce_to_ce,
+        "gateway": plan.gateway.to_string(),
+        "mtu": plan.mtu,
+        "ttl": plan.ttl,
+        "dev": dev,
+        "ip-commands": commands,
+        "ifcfg": plan.ifcfg(domain, dev),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,24 +7,80 @@ use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::relay::{is_martian_ipv4, Domain};
 
-/// One answer: the domain and what the query maps to in it.
+/// One answer: the domain, what the query maps to in it, and what the
+/// relay does with it when it does not simply relay it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     pub domain: String,
-    pub text: String,
+    /// The other side of the mapping (prefix, address or range).
+    pub value: String,
+    pub note: Option<Note>,
+}
+
+/// Why the relay treats an answer specially, and the drop counter that
+/// counts its packets if it drops them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Note {
+    pub says: &'static str,
+    pub drop_reason: Option<&'static str>,
+}
+
+impl Answer {
+    /// What `map` prints: `value (note, drop-reason)`.
+    pub fn text(&self) -> String {
+        match self.note {
+            None => self.value.clone(),
+            Some(Note {
+                says,
+                drop_reason: None,
+            }) => format!("{} ({says})", self.value),
+            Some(Note {
+                says,
+                drop_reason: Some(r),
+            }) => format!("{} ({says}, {r})", self.value),
+        }
+    }
+
+    /// What `map --json` prints for it.
+    pub fn to_json(&self, query: &str) -> serde_json::Value {
+        serde_json::json!({
+            "query": query,
+            "domain": self.domain,
+            "answer": self.value,
+            "relayed": self.note.is_none_or(|n| n.drop_reason.is_none()),
+            "note": self.note.map(|n| n.says),
+            "drop-reason": self.note.and_then(|n| n.drop_reason),
+        })
+    }
+}
+
+const fn dropped(says: &'static str, reason: &'static str) -> Option<Note> {
+    Some(Note {
+        says,
+        drop_reason: Some(reason),
+    })
 }
 
 /// What the relay does with packets of CE `ce` in `d`, when it does not
 /// simply relay them (docs/counters.md names the counters).
-fn fate(d: &Domain, ce: Ipv4Addr, br_known: bool) -> &'static str {
+fn fate(d: &Domain, ce: Ipv4Addr, br_known: bool) -> Option<Note> {
     if is_martian_ipv4(ce) {
-        " (no CE can have this address: the relay drops it, martian-ipv4)"
+        dropped(
+            "no CE can have this address: the relay drops it",
+            "martian-ipv4",
+        )
     } else if br_known && d.is_br_ipv4(ce) {
-        " (the BR itself: the relay drops packets towards it, martian-ipv4)"
+        dropped(
+            "the BR itself: the relay drops packets towards it",
+            "martian-ipv4",
+        )
     } else if !d.ce_allowed(ce) {
-        " (outside ce-ipv4-allow: the relay drops it, ce-not-allowed)"
+        dropped(
+            "outside ce-ipv4-allow: the relay drops it",
+            "ce-not-allowed",
+        )
     } else {
-        ""
+        None
     }
 }
 
@@ -33,16 +89,17 @@ fn fate(d: &Domain, ce: Ipv4Addr, br_known: bool) -> &'static str {
 /// what the relay would do with it. `br_known`: the domains have a real
 /// BR address (not given by flags without one), so answers may name it.
 pub fn map(domains: &[Domain], query: &str, br_known: bool) -> Result<Vec<Answer>, String> {
-    let answer = |d: &Domain, text: String| Answer {
+    let answer = |d: &Domain, value: String, note: Option<Note>| Answer {
         domain: d.name().to_string(),
-        text,
+        value,
+        note,
     };
     let answers: Vec<Answer> = if let Ok(v4) = query.parse::<Ipv4Addr>() {
         domains
             .iter()
             .filter_map(|d| {
                 let p = d.delegated_prefix(v4)?;
-                Some(answer(d, format!("{p}{}", fate(d, v4, br_known))))
+                Some(answer(d, p.to_string(), fate(d, v4, br_known)))
             })
             .collect()
     } else if let Ok(v6) = query.parse::<Ipv6Addr>() {
@@ -51,19 +108,22 @@ pub fn map(domains: &[Domain], query: &str, br_known: bool) -> Result<Vec<Answer
             .filter_map(|d| {
                 let ce = d.ce_ipv4(v6)?;
                 let note = if br_known && v6 == d.br_ipv6() {
-                    " (the BR's own address)"
+                    Some(Note {
+                        says: "the BR's own address",
+                        drop_reason: None,
+                    })
                 } else if br_known && d.in_br_prefix(v6) {
-                    " (inside the BR's own prefix: dropped, br-own-prefix)"
+                    dropped("inside the BR's own prefix: dropped", "br-own-prefix")
                 } else {
                     fate(d, ce, br_known)
                 };
-                Some(answer(d, format!("{ce}{note}")))
+                Some(answer(d, ce.to_string(), note))
             })
             .collect()
     } else if let Ok(net) = query.parse::<Ipv6Net>() {
         domains
             .iter()
-            .filter_map(|d| prefix_to_ipv4(d, net).map(|r| answer(d, r.to_string())))
+            .filter_map(|d| prefix_to_ipv4(d, net).map(|r| answer(d, r.to_string(), None)))
             .collect()
     } else {
         return Err(format!(
@@ -116,7 +176,7 @@ mod tests {
         map(&domains(), q, true)
             .unwrap()
             .into_iter()
-            .map(|a| a.text)
+            .map(|a| a.text())
             .collect()
     }
 
@@ -154,8 +214,26 @@ mod tests {
         assert_eq!(texts("2001:db8:0:f096::/60")[0], "0.0.0.0/0");
         // Without a BR, nothing is said of one.
         let no_br = map(&domains(), "10.255.255.222", false).unwrap();
-        assert!(!no_br[0].text.contains("BR"), "{no_br:?}");
+        assert!(!no_br[0].text().contains("BR"), "{no_br:?}");
         let own = map(&domains(), "2001:db8:0:f096:aff:ffde::1", false).unwrap();
-        assert_eq!(own[0].text, "10.255.255.222", "{own:?}");
+        assert_eq!(own[0].text(), "10.255.255.222", "{own:?}");
+    }
+
+    #[test]
+    fn json_answers_carry_the_same_facts() {
+        let a = &map(&domains(), "2001:db8:0:f096::1", true).unwrap()[0];
+        assert_eq!(
+            a.to_json("2001:db8:0:f096::1"),
+            serde_json::json!({
+                "query": "2001:db8:0:f096::1", "domain": "vpc", "answer": "0.0.0.0",
+                "relayed": false, "drop-reason": "martian-ipv4",
+                "note": "no CE can have this address: the relay drops it",
+            })
+        );
+        let a = &map(&domains(), "10.96.1.100", true).unwrap()[0];
+        let j = a.to_json("10.96.1.100");
+        assert_eq!(j["answer"], "2001:db8:0:f096:a60:164::/96");
+        assert_eq!(j["relayed"], true);
+        assert!(j["drop-reason"].is_null() && j["note"].is_null());
     }
 }

@@ -48,6 +48,9 @@ enum Command {
         query: String,
         #[command(flatten)]
         domain: DomainArgs,
+        /// A JSON array of answers (query, domain, answer, relayed, note, drop-reason).
+        #[arg(long)]
+        json: bool,
     },
     /// Print the configuration of a Linux 6rd CE: ip commands, ifcfg file.
     #[command(after_help = "Example:\n  br-daemon ce-config 10.96.1.100 --config br.toml")]
@@ -59,6 +62,9 @@ enum Command {
         dev: String,
         #[command(flatten)]
         domain: DomainArgs,
+        /// The plan as JSON (addresses, relay prefix, commands, ifcfg file).
+        #[arg(long)]
+        json: bool,
     },
     /// Translate a Cisco IOS 6rd BR configuration into ours (on stdout).
     ///
@@ -70,7 +76,13 @@ enum Command {
     },
     /// Check a configuration file: exit 0 when valid, else print
     /// file:line: reason for each mistake.
-    CheckConfig { file: PathBuf },
+    CheckConfig {
+        file: PathBuf,
+        /// One JSON object: valid, domains, interfaces, warnings, errors
+        /// (each with its line); the exit status is the same.
+        #[arg(long)]
+        json: bool,
+    },
     /// List every counter with its meaning; with --live, the running
     /// daemon's non-zero counters.
     Counters {
@@ -203,20 +215,34 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Run { config } => br_daemon_run(&config),
-        Command::Map { query, domain } => {
+        Command::Map {
+            query,
+            domain,
+            json,
+        } => {
             let (domains, br_known) = domain.domains(query.parse().ok())?;
             let answers = lookup::map(&domains, &query, br_known).map_err(anyhow::Error::msg)?;
+            if json {
+                let all: Vec<_> = answers.iter().map(|a| a.to_json(&query)).collect();
+                println!("{}", serde_json::Value::from(all));
+                return Ok(ExitCode::SUCCESS);
+            }
             let several = answers.len() > 1;
             for a in answers {
                 if several {
-                    println!("{}\t# domain {:?}", a.text, a.domain);
+                    println!("{}\t# domain {:?}", a.text(), a.domain);
                 } else {
-                    println!("{}", a.text);
+                    println!("{}", a.text());
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::CeConfig { ce, dev, domain } => {
+        Command::CeConfig {
+            ce,
+            dev,
+            domain,
+            json,
+        } => {
             let (domains, br_known) = domain.domains(Some(ce))?;
             if !br_known {
                 bail!("a CE needs its BR's IPv4 address: give --br-ipv4 (or --config FILE)");
@@ -225,7 +251,11 @@ fn run(command: Command) -> Result<ExitCode> {
                 .iter()
                 .find(|d| d.contains_ipv4(ce))
                 .with_context(|| format!("{ce} is in the common IPv4 prefix of no domain"))?;
-            print!("{}", ce_config::render(d, ce, &dev)?);
+            if json {
+                println!("{}", ce_config::render_json(d, ce, &dev)?);
+            } else {
+                print!("{}", ce_config::render(d, ce, &dev)?);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::ImportCisco { file } => {
@@ -249,24 +279,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 }
             }
         }
-        Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(config) => {
-                for (line, w) in &config.warnings {
-                    eprintln!("{}:{line}: warning: {w}", file.display());
-                }
-                println!(
-                    "{}: valid: {} domain(s), interfaces {:?}",
-                    file.display(),
-                    config.domains.len(),
-                    config.interfaces
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                Ok(ExitCode::from(EXIT_CONFIG))
-            }
-        },
+        Command::CheckConfig { file, json } => Ok(check_config(&file, json)),
         Command::Counters {
             live: None,
             json: true,
@@ -360,6 +373,57 @@ fn run(command: Command) -> Result<ExitCode> {
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `check-config`: the verdict on stdout (text or JSON), the problems
+/// on stderr (text), exit 0 or EX_CONFIG.
+fn check_config(file: &std::path::Path, json: bool) -> ExitCode {
+    let shown = file.display();
+    let verdict = Config::load(file);
+    if json {
+        let lines = |items: Vec<(usize, String)>| -> Vec<serde_json::Value> {
+            items
+                .into_iter()
+                .map(|(line, message)| serde_json::json!({"line": line, "message": message}))
+                .collect()
+        };
+        let report = match &verdict {
+            Ok(c) => serde_json::json!({
+                "file": shown.to_string(), "valid": true,
+                "domains": c.domains.iter().map(|d| d.name()).collect::<Vec<_>>(),
+                "interfaces": c.interfaces,
+                "warnings": lines(c.warnings.iter().map(|(l, w)| (*l, w.to_string())).collect()),
+                "errors": [],
+            }),
+            Err(e) => serde_json::json!({
+                "file": shown.to_string(), "valid": false, "domains": [], "interfaces": [],
+                "warnings": [],
+                "errors": lines(e.problems.iter().map(|p| (p.line, p.message.clone())).collect()),
+            }),
+        };
+        println!("{report}");
+    }
+    match verdict {
+        Ok(config) => {
+            if !json {
+                for (line, w) in &config.warnings {
+                    eprintln!("{shown}:{line}: warning: {w}");
+                }
+                println!(
+                    "{shown}: valid: {} domain(s), interfaces {:?}",
+                    config.domains.len(),
+                    config.interfaces
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if !json {
+                eprintln!("{e}");
+            }
+            ExitCode::from(EXIT_CONFIG)
         }
     }
 }

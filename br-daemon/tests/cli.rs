@@ -254,3 +254,61 @@ fn counters_live_says_when_the_server_is_not_br_daemon() {
         stderr(&o)
     );
 }
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_str(&stdout(o)).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
+}
+
+#[test]
+fn map_ce_config_and_check_config_speak_json_for_scripts() {
+    let flags = [
+        "--prefix",
+        "2001:db8:0:f096::/64",
+        "--br-ipv4",
+        "10.255.255.222",
+    ];
+    fn with<'a>(head: &[&'a str], flags: &[&'a str]) -> Vec<&'a str> {
+        [head, flags, &["--json"]].concat()
+    }
+    let m = json(&br(&with(&["map", "10.96.1.100"], &flags)));
+    assert_eq!(m[0]["answer"], "2001:db8:0:f096:a60:164::/96", "{m}");
+    assert_eq!(m[0]["relayed"], true, "{m}");
+    let m = json(&br(&with(&["map", "2001:db8:0:f096::1"], &flags)));
+    assert_eq!(m[0]["answer"], "0.0.0.0", "{m}");
+    assert_eq!(m[0]["relayed"], false, "{m}");
+    assert_eq!(m[0]["drop-reason"], "martian-ipv4", "{m}");
+
+    let c = json(&br(&with(&["ce-config", "10.96.1.100"], &flags)));
+    assert_eq!(c["relay-prefix"], "10.96.1.100/32", "{c}");
+    assert_eq!(c["address"], "2001:db8:0:f096:a60:164:0:1/96", "{c}");
+    assert_eq!(c["gateway"], "::10.255.255.222", "{c}");
+    assert_eq!(
+        c["ip-commands"][0], "ip tunnel add sit1 mode sit local 10.96.1.100 ttl 64",
+        "{c}"
+    );
+    // Refusals stay errors on stderr, with nothing on stdout to parse.
+    let refused = br(&with(&["ce-config", "224.0.0.1"], &flags));
+    assert!(
+        !refused.status.success() && refused.stdout.is_empty(),
+        "{}",
+        stdout(&refused)
+    );
+
+    let dir = temp_dir("json");
+    let good = dir.join("good.toml");
+    std::fs::write(&good, include_str!("../../docs/br-daemon.example.toml")).unwrap();
+    let out = br(&["check-config", good.to_str().unwrap(), "--json"]);
+    assert!(out.status.success());
+    let v = json(&out);
+    assert_eq!(v["valid"], true, "{v}");
+    assert!(v["warnings"][0]["line"].as_u64() > Some(0), "{v}");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[relay]\ninterfaces = [\"eth0\"]\nfoo = 0\nbar = 1\n").unwrap();
+    let out = br(&["check-config", bad.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(78));
+    let v = json(&out);
+    assert_eq!(v["valid"], false, "{v}");
+    assert_eq!(v["errors"][0]["line"], 3, "{v}");
+    assert_eq!(v["errors"][1]["line"], 4, "{v}");
+    let _ = std::fs::remove_dir_all(dir);
+}
