@@ -6,11 +6,13 @@
 //! - [`cisco`]: import of a Cisco IOS 6rd BR configuration.
 //! - [`ce_config`]: the configuration a Linux 6rd CE needs.
 //! - [`trace`]: which packets `br-daemon trace` shows, and how.
+//! - [`log`]: the daemon's log formats (text, JSON, journald).
 
 pub mod ce_config;
 pub mod cisco;
 pub mod config;
 pub mod dataplane;
+pub mod log;
 pub mod lookup;
 pub mod relay;
 pub mod trace;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use br_daemon::config::{Config, ConfigError};
 use br_daemon::dataplane::counters::Io;
+use br_daemon::log::LogFormat;
 use br_daemon::relay::{Domain, DomainSpec, DropReason, MssEvent, Path};
 use br_daemon::trace::{TraceFilter, TraceRequest};
 use br_daemon::{ce_config, cisco, lookup};
@@ -31,8 +32,12 @@ enum Command {
     /// stays); SIGINT or SIGTERM detach and print the counters.
     Run {
         /// The configuration file (TOML; see docs/configuration.md).
-        #[arg(long, short)]
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// auto: journald's form when stderr is the journal, else text
+        /// (colours only on a terminal); json: one object per line.
+        #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
+        log_format: LogFormat,
     },
     /// Show the other side of the 6rd mapping.
     ///
@@ -139,6 +144,10 @@ struct DomainArgs {
     br_ipv4: Option<Ipv4Addr>,
 }
 
+/// Where `run` looks for its configuration by default (the Debian
+/// package installs the example there).
+const DEFAULT_CONFIG: &str = "/etc/br-daemon/br-daemon.toml";
+
 /// A stand-in BR address (TEST-NET-1) for a domain given by flags
 /// without --br-ipv4: the mapping needs none, and no answer mentions it.
 const NO_BR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -214,7 +223,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Run { config } => br_daemon_run(&config),
+        Command::Run { config, log_format } => br_daemon_run(&config, log_format),
         Command::Map {
             query,
             domain,
@@ -500,14 +509,18 @@ fn sample_meaning(line: &str) -> Option<&'static str> {
     br_daemon::dataplane::counters::meaning(metric, name)
 }
 
-fn br_daemon_run(config: &std::path::Path) -> Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+#[cfg(feature = "dataplane")]
+fn br_daemon_run(config: &std::path::Path, log_format: LogFormat) -> Result<ExitCode> {
+    br_daemon::log::init(log_format);
     br_daemon::dataplane::daemon::run(config)?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "dataplane"))]
+fn br_daemon_run(config: &std::path::Path, _: LogFormat) -> Result<ExitCode> {
+    bail!(
+        "this br-daemon has the operator tools only (built without the dataplane feature): \
+         cannot run {}",
+        config.display()
+    )
 }

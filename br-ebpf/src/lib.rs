@@ -37,16 +37,20 @@ pub const MAP_TRACE_ON: &str = "trace_on";
 /// RINGBUF: `struct trace_event` records while a trace runs.
 pub const MAP_TRACE_RING: &str = "trace_ring";
 
+#[cfg(feature = "objects")]
 #[repr(C, align(8))]
 struct Aligned<T: ?Sized>(T);
 
+#[cfg(feature = "objects")]
 static OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/steer.bpf.o")));
 
 /// The compiled ELF object, 8-byte aligned as the ELF parser wants.
+#[cfg(feature = "objects")]
 pub fn object() -> &'static [u8] {
     &OBJECT.0
 }
 
+#[cfg(feature = "objects")]
 static DEV_BOUND_OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(
     env!("OUT_DIR"),
     "/steer_dev_bound.bpf.o"
@@ -55,15 +59,18 @@ static DEV_BOUND_OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(
 /// The same program built to be bound to one device (kernel 6.8+): it also
 /// reads the VLAN tag the driver took off the frame. Its maps are the
 /// shared object's, reused by name.
+#[cfg(feature = "objects")]
 pub fn dev_bound_object() -> &'static [u8] {
     &DEV_BOUND_OBJECT.0
 }
 
+#[cfg(feature = "objects")]
 static BENCH_OBJECT: &Aligned<[u8]> =
     &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/bench.bpf.o")));
 
 /// The benchmark's helper programs (`bench_sink`, `bench_redirect`), not
 /// part of the BR.
+#[cfg(feature = "objects")]
 pub fn bench_object() -> &'static [u8] {
     &BENCH_OBJECT.0
 }
@@ -78,6 +85,11 @@ mod tests {
         assert_eq!(DECLINE_NAMES.len() as u32, DECLINE_COUNT);
         assert_eq!(DECLINE_NAMES[DECLINE_EGRESS as usize].0, "egress");
         assert_eq!(STAT_NAMES[STAT_REDIRECT_IPV6 as usize].0, "redirect-ipv6");
+    }
+
+    #[cfg(feature = "objects")]
+    #[test]
+    fn objects_are_elf() {
         assert_eq!(&object()[..4], b"\x7fELF");
         assert_eq!(&dev_bound_object()[..4], b"\x7fELF");
     }

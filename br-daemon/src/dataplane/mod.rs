@@ -1,20 +1,38 @@
 //! The I/O shell around the pure relay: XDP steering, AF_XDP rings, the
 //! kernel's routes and neighbours, the slow path, and the workers.
+//! Without the `dataplane` feature only [`counters`] (pure: names,
+//! meanings, rendering) is built, for the operator tools.
 
 pub mod counters;
+#[cfg(feature = "dataplane")]
 pub mod daemon;
+#[cfg(feature = "dataplane")]
 pub mod ethtool;
+#[cfg(feature = "dataplane")]
 pub mod fib;
+#[cfg(feature = "dataplane")]
 pub mod fib_rules;
+#[cfg(feature = "dataplane")]
 pub mod interfaces;
+#[cfg(feature = "dataplane")]
 pub mod publish;
+#[cfg(feature = "dataplane")]
 pub mod slowpath;
+#[cfg(feature = "dataplane")]
 pub mod tracer;
+#[cfg(feature = "dataplane")]
 pub mod tun_addresses;
+#[cfg(feature = "dataplane")]
 pub mod worker;
+#[cfg(feature = "dataplane")]
 pub mod xdp;
+#[cfg(feature = "dataplane")]
 pub mod xdp_dev_bound;
+#[cfg(feature = "dataplane")]
 pub mod xdp_egress;
+#[cfg(feature = "dataplane")]
 pub mod xdp_features;
+#[cfg(feature = "dataplane")]
 pub mod xfrm;
+#[cfg(feature = "dataplane")]
 pub mod xsk;
