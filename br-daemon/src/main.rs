@@ -122,6 +122,10 @@ enum Command {
         #[arg(long, default_value = br_daemon::config::DEFAULT_METRICS, value_name = "ADDRESS")]
         live: String,
     },
+    /// Write the man pages (section 8) and the bash, zsh and fish
+    /// completions into DIR/man8 and DIR/completions (for packagers).
+    #[command(hide = true)]
+    Assets { dir: PathBuf },
 }
 
 /// Where the 6rd domain comes from: a configuration file, or flags.
@@ -289,6 +293,10 @@ fn run(command: Command) -> Result<ExitCode> {
             }
         }
         Command::CheckConfig { file, json } => Ok(check_config(&file, json)),
+        Command::Assets { dir } => {
+            write_assets(&dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Counters {
             live: None,
             json: true,
@@ -384,6 +392,39 @@ fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Man pages: br-daemon(8) and one per command (br-daemon-map(8), ...),
+/// then the shell completions.
+fn write_assets(dir: &std::path::Path) -> Result<()> {
+    use clap::CommandFactory;
+    let man = dir.join("man8");
+    std::fs::create_dir_all(&man)?;
+    let root = Cli::command();
+    let page = |cmd: clap::Command, name: &str| -> Result<()> {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd).section("8").render(&mut out)?;
+        std::fs::write(man.join(format!("{name}.8")), out)
+            .with_context(|| format!("writing {}", man.display()))
+    };
+    for sub in root.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("br-daemon-{}", sub.get_name());
+        page(
+            sub.clone().name(name.clone()).display_name(name.clone()),
+            &name,
+        )?;
+    }
+    page(root.clone(), "br-daemon")?;
+    let completions = dir.join("completions");
+    std::fs::create_dir_all(&completions)?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut Cli::command(), "br-daemon", &completions)?;
+    }
+    Ok(())
 }
 
 /// `check-config`: the verdict on stdout (text or JSON), the problems

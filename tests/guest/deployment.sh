@@ -202,11 +202,14 @@ prefix = "2001:db8:0:f096::/64"
 ipv4-mask-len = 0
 br-ipv4 = "$BR_V4"
 EOF
-	# Not through nsx: $! must be the daemon (ip netns exec execs it).
-	$IP netns exec gw br-daemon run --config /tmp/br.toml > /tmp/daemon.log 2>&1 < /dev/null &
+	# Not through nsx: $! must be the daemon (ip netns exec and setpriv
+	# exec it). $2: the only capabilities it gets (+net_admin,+bpf,...):
+	# uid 0 keeps no others once the bounding set is cut.
+	$IP netns exec gw setpriv --bounding-set=-all,$2 --inh-caps=-all,$2 --ambient-caps=-all,$2 \
+		br-daemon run --config /tmp/br.toml > /tmp/daemon.log 2>&1 < /dev/null &
 	echo $! > /tmp/daemon.pid
 	for i in $(seq 1 100); do
-		metrics >/dev/null 2>&1 && return 0
+		metrics >/dev/null 2>&1 && grep CapEff /proc/$(cat /tmp/daemon.pid)/status >> /tmp/daemon.log && return 0
 		sleep 0.2
 	done
 	cat /tmp/daemon.log

@@ -242,6 +242,19 @@ pub fn spawn(mut cmd: Command, log: PathBuf) -> Proc {
     Proc { child, log }
 }
 
+/// The capabilities the systemd unit grants the daemon (its
+/// AmbientCapabilities=), in setpriv's spelling: `net_admin`, ...
+pub fn unit_capabilities() -> Vec<String> {
+    let unit = include_str!("../../br-daemon/packaging/br-daemon.service");
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("the unit grants capabilities");
+    line.split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_ascii_lowercase())
+        .collect()
+}
+
 /// The br-daemon binary: `BR_DAEMON_BIN`, or the workspace's own build.
 pub fn daemon_binary() -> PathBuf {
     if let Ok(p) = std::env::var("BR_DAEMON_BIN") {
@@ -476,9 +489,21 @@ impl Lab {
 
     /// Starts br-daemon in the gateway namespace and waits for its counters.
     pub fn start_daemon(&mut self, wait_for_ces: bool) {
-        let mut cmd = self
-            .gw
-            .command(daemon_binary().to_str().expect("utf-8 path"));
+        self.start_daemon_under(&[], wait_for_ces);
+    }
+
+    /// Like [`Self::start_daemon`], with the daemon run by `wrapper`
+    /// (e.g. `setpriv ...`: its arguments before the daemon's command line).
+    pub fn start_daemon_under(&mut self, wrapper: &[String], wait_for_ces: bool) {
+        let daemon = daemon_binary();
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = self.gw.command(program);
+                c.args(args).arg(&daemon);
+                c
+            }
+            None => self.gw.command(daemon.to_str().expect("utf-8 path")),
+        };
         cmd.args(["run", "--config", self.config.to_str().expect("utf-8 path")]);
         let proc = spawn(cmd, self.dir.join("daemon.log"));
         self.daemon = Some(proc);

@@ -72,8 +72,14 @@ const MODULES: &[&str] = &[
 ];
 
 /// Programs copied into every guest, with their shared libraries:
-/// iproute2's ip (busybox's lacks 6rd, netns and xfrm), tcpdump, ethtool.
-const PROGRAMS: &[&str] = &["/usr/bin/ip", "/usr/bin/tcpdump", "/usr/sbin/ethtool"];
+/// iproute2's ip (busybox's lacks 6rd, netns and xfrm), tcpdump, ethtool,
+/// setpriv (the daemon runs with the systemd unit's capabilities only).
+const PROGRAMS: &[&str] = &[
+    "/usr/bin/ip",
+    "/usr/bin/tcpdump",
+    "/usr/sbin/ethtool",
+    "/usr/bin/setpriv",
+];
 
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox mkdir -p /bb

@@ -94,7 +94,15 @@ fn boot(kernel: GuestKernel) -> Guest {
 fn check_mode(g: &mut Guest, kernel: GuestKernel, mode: &str, fast: bool) {
     let ipsec = mode != "none";
     let what = format!("{mode}, xdp-fast-path = {fast}");
-    let log = g.must(&format!("daemon_start {fast} && cat /tmp/daemon.log"));
+    // As the systemd unit runs it: only the unit's capabilities.
+    let caps = br_tests::unit_capabilities().join(",+");
+    let log = g.must(&format!(
+        "daemon_start {fast} +{caps} && cat /tmp/daemon.log"
+    ));
+    assert!(
+        log.contains("CapEff:\t000000c000007000"),
+        "{what}: the daemon holds the unit's capabilities only:\n{log}"
+    );
     if ipsec {
         assert!(
             log.contains("CEs in 10.96.0.0/16 (out 10.255.255.222/32 -> 10.96.0.0/16 esp tunnel 192.0.2.1 -> 192.0.2.2"),

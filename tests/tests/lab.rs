@@ -1052,3 +1052,97 @@ fn a_hundred_reloads_lose_nothing_in_the_afxdp_forwarder() {
 fn a_hundred_reloads_lose_nothing_in_the_xdp_fast_path() {
     a_hundred_reloads_lose_nothing(true);
 }
+
+/// setpriv arguments: user nobody, no groups, no new privileges, and
+/// exactly `caps` (inheritable, ambient, bounding).
+fn as_nobody_with(caps: &[String]) -> Vec<String> {
+    let set: String = caps.iter().map(|c| format!(",+{c}")).collect();
+    [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--no-new-privs",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        format!("--inh-caps=-all{set}"),
+        format!("--ambient-caps=-all{set}"),
+        format!("--bounding-set=-all{set}"),
+    ])
+    .collect()
+}
+
+#[test]
+fn runs_as_a_plain_user_with_only_the_units_capabilities() {
+    let mut lab = lab();
+    lab.stop_daemon();
+    // Short of one, it refuses before touching anything, and says which.
+    let mut caps = unit_capabilities();
+    assert!(caps.contains(&"bpf".to_string()), "{caps:?}");
+    let short: Vec<String> = caps.iter().filter(|c| *c != "net_raw").cloned().collect();
+    let mut cmd = lab.gw.command(&as_nobody_with(&short)[0]);
+    cmd.args(&as_nobody_with(&short)[1..])
+        .arg(daemon_binary())
+        .args(["run", "--config", lab.config.to_str().unwrap()]);
+    let mut refused = spawn(cmd, lab.dir.join("refused.log"));
+    let status = refused.wait_for_exit(Duration::from_secs(10));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "{}",
+        refused.output()
+    );
+    assert!(
+        refused
+            .output()
+            .contains("lacks CAP_NET_RAW (the slow path's raw sockets)"),
+        "{}",
+        refused.output()
+    );
+    assert!(lab
+        .gw
+        .sh("ip link show")
+        .lines()
+        .all(|l| !l.contains("br6rd")));
+
+    // udev makes /dev/net/tun 0666 on a real host (50-udev-default.rules);
+    // this container has it 0600, so the daemon gets a 0666 node of its
+    // own, bind-mounted over the real one in a private mount namespace.
+    let tun = lab.dir.join("tun");
+    run("mknod", &[tun.to_str().unwrap(), "c", "10", "200"]);
+    run("chmod", &["666", tun.to_str().unwrap()]);
+    let mut wrapper: Vec<String> = ["unshare", "--mount", "--propagation", "private", "sh", "-c"]
+        .map(String::from)
+        .to_vec();
+    wrapper.push(format!(
+        "mount --bind {} /dev/net/tun && exec \"$@\"",
+        tun.display()
+    ));
+    wrapper.push("sh".into());
+    wrapper.extend(as_nobody_with(&caps));
+    lab.start_daemon_under(&wrapper, true);
+    let pid = lab.daemon.as_ref().unwrap().child.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status.lines().any(|l| l.starts_with("Uid:\t65534\t")),
+        "{status}"
+    );
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:\t"))
+        .unwrap();
+    assert_eq!(
+        eff, "000000c000007000",
+        "net_admin, net_raw, ipc_lock, perfmon, bpf only"
+    );
+    let (n, out) = ping(&lab.lan, &format!("-6 -c 3 -i 0.2 {CE1_V6}"));
+    assert_eq!(n, 3, "LAN -> CE1\n{out}\n{}", lab.daemon_output());
+    let (n, out) = ping(&lab.ce1, &format!("-6 -c 3 -i 0.2 {CE2_V6}"));
+    assert_eq!(n, 3, "CE1 -> CE2\n{out}\n{}", lab.daemon_output());
+    assert!(lab.counter("io", "tx-afxdp") >= 6, "{}", lab.metrics());
+    caps.clear();
+    let summary = lab.stop_daemon();
+    assert!(!summary.contains("MISMATCH"), "{summary}");
+}

@@ -31,6 +31,11 @@ const TEST_EXTRAS: &[&str] = &[
     // xz for 6.12's compressed modules.
     "kmod",
     "xz-utils",
+    // The package's checks: systemd-analyze for the unit, dpkg-shlibdeps
+    // for its dependencies, setpriv (util-linux) for the capability test.
+    "systemd",
+    "dpkg-dev",
+    "util-linux",
 ];
 
 /// Everything `cargo xtask test` uses.

@@ -6,6 +6,7 @@
 //! network-namespace tests and a short fuzz run included.
 
 mod deps;
+mod package;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -51,6 +52,12 @@ enum Task {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Build the Debian package (cargo-deb) into target/debian/.
+    Deb {
+        /// Then check it as `cargo xtask test` does (files, unit, config).
+        #[arg(long)]
+        check: bool,
+    },
     /// Fuzz the relay's entry points with libFuzzer.
     Fuzz {
         #[arg(long, default_value_t = 60)]
@@ -76,6 +83,14 @@ fn main() -> Result<()> {
             }
         },
         Task::Fuzz { seconds } => fuzz(seconds),
+        Task::Deb { check } => {
+            deps::ensure(deps::BUILD_PACKAGES)?;
+            if check {
+                package::check()
+            } else {
+                package::build().map(|_| ())
+            }
+        }
         Task::Bench { quick, only } => {
             let mut args = Vec::new();
             if quick {
@@ -134,11 +149,49 @@ fn test(fuzz_seconds: u64, no_lint: bool) -> Result<()> {
     run(cargo()
         .args(["test", "--workspace"])
         .env("BR_DAEMON_BIN", root().join("target/release/br-daemon")))?;
+    operator_tools_build_alone()?;
+    package::check()?;
     if fuzz_seconds > 0 {
         fuzz(fuzz_seconds)?;
     }
     eprintln!("xtask: all tests passed");
     Ok(())
+}
+
+/// The operator commands build and pass their tests without the data
+/// plane: no clang (CLANG points at `false`), no libbpf, no aya.
+fn operator_tools_build_alone() -> Result<()> {
+    let tree = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "tree",
+            "-p",
+            "br-daemon",
+            "--no-default-features",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+        ])
+        .current_dir(root())
+        .output()?;
+    let tree = String::from_utf8_lossy(&tree.stdout);
+    for forbidden in ["libbpf-sys", "libbpf-rs", "aya ", "tiny_http"] {
+        if tree.lines().any(|l| l.starts_with(forbidden)) {
+            bail!("br-daemon --no-default-features still depends on {forbidden}");
+        }
+    }
+    run(cargo()
+        .args([
+            "test",
+            "-p",
+            "br-daemon",
+            "--no-default-features",
+            "--lib",
+            "--test",
+            "cli",
+        ])
+        .env("CLANG", "/bin/false")
+        .env("CARGO_TARGET_DIR", root().join("target/operator-tools")))
 }
 
 /// Builds the libFuzzer target the way cargo-fuzz does (sanitizer

@@ -61,26 +61,20 @@ fn rx_queues(interface: &str) -> usize {
         .unwrap_or(0)
 }
 
-fn raise_memlock() {
+/// Raises RLIMIT_MEMLOCK to unlimited (a no-op when it already is, as
+/// under the unit's LimitMEMLOCK=infinity); false if it stays limited.
+fn raise_memlock() -> bool {
     let unlimited = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,
     };
-    // SAFETY: setrlimit with a live rlimit; failure is reported below.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        tracing::warn!(
-            "cannot raise RLIMIT_MEMLOCK: {}",
-            std::io::Error::last_os_error()
-        );
-    }
+    // SAFETY: setrlimit with a live rlimit; failure is reported by the caller.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) == 0 }
 }
 
 /// Checks what can be checked without changing the host.
 fn preflight(config: &Config, fib: &Fib) -> Result<Vec<(String, u32)>> {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("br-daemon run needs root (XDP, AF_XDP, TUN, raw sockets)");
-    }
+    super::capabilities::check(raise_memlock())?;
     if config.interfaces.is_empty() {
         bail!("no interfaces in [relay]: the BR would see no traffic");
     }
@@ -178,7 +172,6 @@ pub fn run(config_path: &Path) -> Result<()> {
     let mut fib = fib::snapshot().context("reading routes and neighbours over rtnetlink")?;
     let ports = preflight(&config, &fib)?;
     fib.set_ipsec(Arc::new(read_ipsec()));
-    raise_memlock();
     install_signal_handlers();
 
     // From here on the host is changed; everything below is undone by

@@ -3,6 +3,8 @@
 //! Without the `dataplane` feature only [`counters`] (pure: names,
 //! meanings, rendering) is built, for the operator tools.
 
+#[cfg(feature = "dataplane")]
+pub mod capabilities;
 pub mod counters;
 #[cfg(feature = "dataplane")]
 pub mod daemon;

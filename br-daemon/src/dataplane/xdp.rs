@@ -9,11 +9,11 @@
 //! steered to a socket nobody reads.
 
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, HashMap, MapData, MapFd, MapInfo, PerCpuArray, RingBuf, XskMap};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf, XskMap};
 use aya::programs::xdp::XdpLinkId;
 use aya::programs::{Xdp, XdpMode};
 use aya::Ebpf;
@@ -100,7 +100,7 @@ pub struct Steering {
     ebpf: Ebpf,
     links: Vec<XdpLinkId>,
     /// The program's maps (name, fd), shared with the device-bound copies.
-    maps: Vec<(String, MapFd)>,
+    maps: Vec<(String, OwnedFd)>,
     /// The interfaces where a device-bound copy runs instead.
     dev_bound: Vec<DevBound>,
     xsks: XskMap<MapData>,
@@ -118,16 +118,14 @@ impl Steering {
     /// maps; `fast` enables the XDP fast path.
     pub fn load(domains: &[Domain], fast: bool) -> Result<Steering> {
         let mut ebpf = Ebpf::load(br_ebpf::object()).context("loading the XDP object")?;
-        let maps = {
-            let program: &mut Xdp = ebpf
-                .program_mut(br_ebpf::PROGRAM)
-                .ok_or_else(|| anyhow!("no program {} in the object", br_ebpf::PROGRAM))?
-                .try_into()?;
-            program
-                .load()
-                .context("the kernel refused the XDP program")?;
-            maps_of(program)?
-        };
+        let program: &mut Xdp = ebpf
+            .program_mut(br_ebpf::PROGRAM)
+            .ok_or_else(|| anyhow!("no program {} in the object", br_ebpf::PROGRAM))?
+            .try_into()?;
+        program
+            .load()
+            .context("the kernel refused the XDP program")?;
+        let maps = maps_of(&ebpf)?;
         let xsks = XskMap::try_from(take(&mut ebpf, br_ebpf::MAP_XSKS)?)?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, br_ebpf::MAP_STATS)?)?;
         let declines = PerCpuArray::try_from(take(&mut ebpf, br_ebpf::MAP_DECLINES)?)?;
@@ -417,14 +415,23 @@ impl Steering {
     }
 }
 
-/// The maps `program` uses, by name, for the device-bound copies.
-fn maps_of(program: &Xdp) -> Result<Vec<(String, MapFd)>> {
-    let ids = program.info()?.map_ids()?.unwrap_or_default();
-    ids.into_iter()
-        .map(|id| {
-            let info = MapInfo::from_id(id)?;
-            let name = info.name_as_str().unwrap_or_default().to_string();
-            Ok((name, info.fd()?))
+/// The object's maps, by name, for the device-bound copies: our own
+/// descriptors duplicated (asking the kernel by map id would need
+/// CAP_SYS_ADMIN, which the daemon does not have under its unit).
+fn maps_of(ebpf: &Ebpf) -> Result<Vec<(String, OwnedFd)>> {
+    ebpf.maps()
+        .map(|(name, map)| {
+            let data = match map {
+                Map::Array(d)
+                | Map::HashMap(d)
+                | Map::LpmTrie(d)
+                | Map::PerCpuArray(d)
+                | Map::RingBuf(d)
+                | Map::XskMap(d) => d,
+                _ => bail!("map {name}: a type the device-bound copy does not expect"),
+            };
+            let fd = data.fd().as_fd().try_clone_to_owned()?;
+            Ok((name.to_string(), fd))
         })
         .collect()
 }

@@ -10,10 +10,9 @@
 //! reuse the maps of the program aya loaded, by name: every map write of
 //! [`super::xdp::Steering`] reaches all of them.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::{anyhow, Context, Result};
-use aya::maps::MapFd;
 use libbpf_rs::{Link, Object, ObjectBuilder, PrintLevel};
 
 /// One interface's copy: detached when dropped (a bpf_link).
@@ -25,7 +24,7 @@ pub struct DevBound {
 /// Loads a copy bound to `ifindex` that shares `maps` (name, fd) and
 /// attaches it there in native mode. Fails where the kernel lacks the
 /// kfunc or device binding (before 6.8), or the device native XDP.
-pub fn attach(ifindex: u32, maps: &[(String, MapFd)]) -> Result<DevBound> {
+pub fn attach(ifindex: u32, maps: &[(String, OwnedFd)]) -> Result<DevBound> {
     quiet_libbpf();
     let mut open = ObjectBuilder::default()
         .open_memory(br_ebpf::dev_bound_object())
