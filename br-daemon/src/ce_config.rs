@@ -31,6 +31,8 @@ pub enum CeConfigError {
     IsBr(Ipv4Addr),
     #[error("{0} cannot be a CE: it is not a unicast address (0/8, 127/8, 224/4, 240/4); the relay drops its packets (martian-ipv4)")]
     NotUnicast(Ipv4Addr),
+    #[error("{ce} is outside domain {domain:?}'s ce-ipv4-allow: the relay drops its packets (ce-not-allowed); add its prefix to ce-ipv4-allow first")]
+    NotAllowed { ce: Ipv4Addr, domain: String },
 }
 
 /// What a CE is given, computed once and rendered in several forms.
@@ -82,6 +84,12 @@ impl CePlan {
         }
         if domain.is_br_ipv4(ce) {
             return Err(CeConfigError::IsBr(ce));
+        }
+        if domain.contains_ipv4(ce) && !domain.ce_allowed(ce) {
+            return Err(CeConfigError::NotAllowed {
+                ce,
+                domain: domain.name().to_string(),
+            });
         }
         let delegated =
             domain
@@ -328,5 +336,20 @@ mod tests {
             CePlan::new(&d, "10.255.255.222".parse().unwrap()),
             Err(CeConfigError::IsBr("10.255.255.222".parse().unwrap()))
         );
+    }
+
+    #[test]
+    fn a_ce_the_relay_would_not_accept_gets_no_configuration() {
+        let mut spec = DomainSpec::new(
+            "vpc",
+            "2001:db8:0:f096::/64".parse().unwrap(),
+            0,
+            "10.255.255.222".parse().unwrap(),
+        );
+        spec.ce_ipv4_allow = vec!["10.96.0.0/16".parse().unwrap()];
+        let d = Domain::new(&spec).unwrap().0;
+        let refused = CePlan::new(&d, "192.168.1.1".parse().unwrap()).unwrap_err();
+        assert!(refused.to_string().contains("ce-not-allowed"), "{refused}");
+        assert!(CePlan::new(&d, "10.96.1.100".parse().unwrap()).is_ok());
     }
 }

@@ -123,11 +123,29 @@ pub fn map(domains: &[Domain], query: &str, br_known: bool) -> Result<Vec<Answer
     } else if let Ok(net) = query.parse::<Ipv6Net>() {
         domains
             .iter()
-            .filter_map(|d| prefix_to_ipv4(d, net).map(|r| answer(d, r.to_string(), None)))
+            .filter_map(|d| {
+                let range = prefix_to_ipv4(d, net)?;
+                // One CE: what the relay does with it, as for an address.
+                let note = (range.prefix_len() == 32)
+                    .then(|| fate(d, range.addr(), br_known))
+                    .flatten();
+                Some(answer(d, range.to_string(), note))
+            })
+            .collect()
+    } else if let Ok(net) = query.parse::<Ipv4Net>() {
+        domains
+            .iter()
+            .filter_map(|d| {
+                let covered = ipv4_to_prefix(d, net)?;
+                let note = (net.prefix_len() == 32)
+                    .then(|| fate(d, net.addr(), br_known))
+                    .flatten();
+                Some(answer(d, covered.to_string(), note))
+            })
             .collect()
     } else {
         return Err(format!(
-            "{query:?} is neither an IPv4 address, an IPv6 address nor an IPv6 prefix"
+            "{query:?} is neither an IPv4 address or prefix nor an IPv6 address or prefix"
         ));
     };
     if answers.is_empty() {
@@ -149,6 +167,23 @@ fn prefix_to_ipv4(d: &Domain, net: Ipv6Net) -> Option<Ipv4Net> {
     let covered = net.prefix_len().saturating_sub(d.prefix().prefix_len());
     let len = (d.ipv4_mask_len() + covered).min(32);
     Ipv4Net::new(ce, len).ok().map(|n| n.trunc())
+}
+
+/// The IPv6 prefix the CEs of an IPv4 prefix share: their delegated
+/// prefixes, shortened by the IPv4 bits the prefix leaves open.
+fn ipv4_to_prefix(d: &Domain, net: Ipv4Net) -> Option<Ipv6Net> {
+    let net = net.trunc();
+    let common = d.common_ipv4_prefix();
+    if net.prefix_len() <= common.prefix_len() {
+        // Covers the whole domain (or more): its 6rd prefix, if it overlaps.
+        return net.contains(&common.network()).then_some(d.prefix());
+    }
+    let delegated = d.delegated_prefix(net.network())?;
+    let open = 32 - net.prefix_len();
+    let len = delegated.prefix_len() - open;
+    Ipv6Net::new(delegated.network(), len)
+        .ok()
+        .map(|n| n.trunc())
 }
 
 #[cfg(test)]
@@ -217,6 +252,28 @@ mod tests {
         assert!(!no_br[0].text().contains("BR"), "{no_br:?}");
         let own = map(&domains(), "2001:db8:0:f096:aff:ffde::1", false).unwrap();
         assert_eq!(own[0].text(), "10.255.255.222", "{own:?}");
+    }
+
+    #[test]
+    fn ipv4_prefixes_map_to_the_prefix_their_ces_share() {
+        assert_eq!(
+            texts("10.96.1.0/24"),
+            ["2001:db8:0:f096:a60:100::/88", "2001:db8:160:100::/56"]
+        );
+        assert_eq!(
+            texts("10.0.0.0/8"),
+            ["2001:db8:0:f096:a00::/72", "2001:db8:100::/40"]
+        );
+        assert_eq!(texts("0.0.0.0/0")[0], "2001:db8:0:f096::/64");
+        // A single address as a /32, with its fate.
+        assert!(texts("10.255.255.222/32")[0].contains("(the BR itself"));
+    }
+
+    #[test]
+    fn a_prefix_of_one_ce_says_what_the_relay_does_with_it() {
+        assert!(texts("2001:db8:0:f096:aff:ffde::/96")[0].contains("(the BR itself"));
+        assert!(texts("2001:db8:0:f096:e000:1::/96")[0].contains("martian-ipv4"));
+        assert_eq!(texts("2001:db8:0:f096:a60:164::/96"), ["10.96.1.100/32"]);
     }
 
     #[test]
