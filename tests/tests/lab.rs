@@ -64,7 +64,11 @@ fn ping_lan_to_ce_ce_to_lan_and_ce_to_ce() {
     );
     metrics_endpoint_serves_text_json_and_404_to_concurrent_clients(&lab);
     // Its log is a file here, not a terminal: no colour escapes in it.
-    assert!(!lab.daemon_output().contains('\u{1b}'), "{}", lab.daemon_output());
+    assert!(
+        !lab.daemon_output().contains('\u{1b}'),
+        "{}",
+        lab.daemon_output()
+    );
     eprintln!("{}", lab.metrics());
     let summary = lab.stop_daemon();
     assert!(summary.contains("packets in"), "{summary}");
