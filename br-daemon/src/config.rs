@@ -44,6 +44,9 @@ pub struct Config {
     pub xdp_fast_path: bool,
     /// Limit on the ICMPv6 errors each worker originates.
     pub icmp_rate: IcmpRate,
+    /// The routing table where the BR announces itself while healthy
+    /// (docs/anycast.md); None: no announcements.
+    pub announce_table: Option<u32>,
     /// The 6rd domains.
     pub domains: Vec<Domain>,
     /// RFC SHOULDs the domains depart from, with their line.
@@ -109,6 +112,7 @@ struct RawRelay {
     xdp_fast_path: Option<bool>,
     icmp_errors_per_second: Option<Spanned<i64>>,
     icmp_burst: Option<Spanned<i64>>,
+    announce_table: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -439,6 +443,20 @@ fn build(lines: &mut Lines, raw: RawConfig) -> Option<Config> {
         icmp_rate.burst = lines.int(v, "icmp-burst", 0, 1_000_000).unwrap_or(0);
     }
 
+    let announce_table = relay.announce_table.as_ref().and_then(|t| {
+        let table = lines.int::<u32>(t, "announce-table", 1, i64::from(u32::MAX - 1))?;
+        if (253..=255).contains(&table) {
+            lines.report(
+                t.span(),
+                format!(
+                    "announce-table = {table} is the kernel's default, main or local table: \
+                     give the announcements a table of their own (e.g. 6969)"
+                ),
+            );
+        }
+        Some(table)
+    });
+
     let mut domains: Vec<(Domain, Range<usize>)> = Vec::new();
     let mut warnings = Vec::new();
     if raw.domain.is_empty() {
@@ -480,7 +498,7 @@ fn build(lines: &mut Lines, raw: RawConfig) -> Option<Config> {
             lines.line_of(relay_span.clone()),
             DomainWarning {
                 rule: "RFC 4213 §3.6",
-                message: "no ce-interfaces in [relay]: protocol 41 is accepted on every                           interface, so a host on the LAN can send as if it were a CE; list                           the interfaces that face the CEs (and any xfrm/VTI interface their                           IPsec traffic arrives on)"
+                message: "no ce-interfaces in [relay]: protocol 41 is accepted on every interface, so a host on the LAN can send as if it were a CE; list the interfaces that face the CEs (and any xfrm/VTI interface their IPsec traffic arrives on)"
                     .to_string(),
             },
         ));
@@ -531,6 +549,7 @@ fn build(lines: &mut Lines, raw: RawConfig) -> Option<Config> {
         busy_poll: relay.busy_poll.unwrap_or(false),
         xdp_fast_path: relay.xdp_fast_path.unwrap_or(true),
         icmp_rate,
+        announce_table,
         domains: only_domains,
         warnings,
     })

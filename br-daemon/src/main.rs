@@ -122,6 +122,22 @@ enum Command {
         #[arg(long, default_value = br_daemon::config::DEFAULT_METRICS, value_name = "ADDRESS")]
         live: String,
     },
+    /// Take this BR out of an anycast group without losing a packet: the
+    /// announcements in announce-table are withdrawn (the routers move the
+    /// traffic to the other BRs) while the BR keeps relaying what still
+    /// reaches it; stop it once its counters stand still. --resume undoes
+    /// it; --status only shows the state (docs/anycast.md).
+    Drain {
+        /// Announce again (when healthy).
+        #[arg(long, conflicts_with = "status")]
+        resume: bool,
+        /// Print the health state only.
+        #[arg(long)]
+        status: bool,
+        /// The daemon's metrics address (drain is taken from this host only).
+        #[arg(long, default_value = br_daemon::config::DEFAULT_METRICS, value_name = "ADDRESS")]
+        live: String,
+    },
     /// Write the man pages (section 8) and the bash, zsh and fish
     /// completions into DIR/man8 and DIR/completions (for packagers).
     #[command(hide = true)]
@@ -293,6 +309,26 @@ fn run(command: Command) -> Result<ExitCode> {
             }
         }
         Command::CheckConfig { file, json } => Ok(check_config(&file, json)),
+        Command::Drain {
+            resume,
+            status,
+            live,
+        } => {
+            let (method, path) = match (status, resume) {
+                (true, _) => ("GET", "/health"),
+                (_, true) => ("POST", "/resume"),
+                _ => ("POST", "/drain"),
+            };
+            let (status, body) = http(&live, method, path)?;
+            if !is_ok(&status) {
+                bail!(
+                    "{live} answered {method} {path} with {status:?}: {}",
+                    body.trim()
+                );
+            }
+            println!("{}", body.trim());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Assets { dir } => {
             write_assets(&dir)?;
             Ok(ExitCode::SUCCESS)
@@ -520,6 +556,23 @@ fn trace(addr: &str, request: &TraceRequest) -> Result<ExitCode> {
 /// The body of `GET path` from br-daemon at `addr`; an error that says
 /// so when something else answers.
 fn fetch_metrics(addr: &str, path: &str) -> Result<String> {
+    let (status, body) = http(addr, "GET", path)?;
+    if !is_ok(&status) {
+        bail!("{addr} is not br-daemon's metrics endpoint: GET {path} answered {status:?}");
+    }
+    if !body.contains("br6rd_io_packets_total") && !body.contains("\"br6rd_io_packets_total\"") {
+        bail!("{addr} answered GET {path}, but without br-daemon's counters: is it br-daemon?");
+    }
+    Ok(body)
+}
+
+/// Whether an HTTP status line says 200.
+fn is_ok(status: &str) -> bool {
+    status.starts_with("HTTP/") && status.split_whitespace().nth(1) == Some("200")
+}
+
+/// One HTTP/1.0 request to the daemon: (its status line, its body).
+fn http(addr: &str, method: &str, path: &str) -> Result<(String, String)> {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(addr).with_context(|| {
         format!("no br-daemon answers on {addr} (is it running? is metrics set?)")
@@ -527,20 +580,14 @@ fn fetch_metrics(addr: &str, path: &str) -> Result<String> {
     conn.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
     // One write: a server that answers on the first bytes and closes
     // must not turn the rest of the request into a broken pipe.
-    conn.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+    conn.write_all(format!("{method} {path} HTTP/1.0\r\nContent-Length: 0\r\n\r\n").as_bytes())
         .with_context(|| format!("{addr} closed the connection: is it br-daemon?"))?;
     let mut text = String::new();
     conn.read_to_string(&mut text)
         .with_context(|| format!("{addr} does not answer like br-daemon"))?;
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.lines().next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
-        bail!("{addr} is not br-daemon's metrics endpoint: GET {path} answered {status:?}");
-    }
-    if !body.contains("br6rd_io_packets_total") {
-        bail!("{addr} answered GET {path}, but without br-daemon's counters: is it br-daemon?");
-    }
-    Ok(body.to_string())
+    let status = head.lines().next().unwrap_or_default().to_string();
+    Ok((status, body.to_string()))
 }
 
 /// The meaning of a Prometheus sample line `metric{label="name"} value`.

@@ -36,6 +36,8 @@ const TEST_EXTRAS: &[&str] = &[
     "systemd",
     "dpkg-dev",
     "util-linux",
+    // Two BRs behind ECMP routers (tests/tests/anycast.rs).
+    "bird2",
 ];
 
 /// Everything `cargo xtask test` uses.

@@ -32,6 +32,8 @@ pub struct Counters {
     paths: [AtomicU64; Path::COUNT],
     drops: [AtomicU64; DropReason::COUNT],
     tcp_mss: [AtomicU64; MssEvent::COUNT],
+    /// Turns of the owning thread's loop: the health check's heartbeat.
+    loops: AtomicU64,
 }
 
 #[inline]
@@ -47,11 +49,21 @@ impl Default for Counters {
             paths: std::array::from_fn(|_| AtomicU64::new(0)),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
             tcp_mss: std::array::from_fn(|_| AtomicU64::new(0)),
+            loops: AtomicU64::new(0),
         }
     }
 }
 
 impl Counters {
+    /// One more turn of the owning thread's loop.
+    #[inline]
+    pub fn turn(&self) {
+        bump(&self.loops, 1);
+    }
+    /// How many turns so far.
+    pub fn turns(&self) -> u64 {
+        self.loops.load(Ordering::Relaxed)
+    }
     #[inline]
     pub fn io(&self, which: Io, n: u64) {
         bump(&self.io[which.index()], n);

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use super::announcer::Announcer;
+use super::anycast::Health;
 use super::counters::{self, Counters, Snapshot, Totals};
 use super::fib::{self, Fib};
 use super::interfaces::Interfaces;
@@ -124,6 +126,10 @@ struct Running {
     steering: Arc<Mutex<Steering>>,
     interfaces: Arc<Interfaces>,
     trace: Arc<TraceSources>,
+    /// `br-daemon drain`: withdraw the anycast announcements, keep relaying.
+    draining: AtomicBool,
+    /// The last health check and how many prefixes it left announced.
+    health: Mutex<Option<(Health, usize)>>,
 }
 
 impl Running {
@@ -158,7 +164,46 @@ impl Running {
     }
 
     fn metrics(&self) -> String {
-        counters::render(&self.snapshot())
+        let mut text = counters::render(&self.snapshot());
+        text.push_str(&self.health_metrics());
+        text
+    }
+
+    /// Gauges of the anycast state (docs/anycast.md).
+    fn health_metrics(&self) -> String {
+        let health = *self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let draining = u8::from(self.draining.load(Ordering::Relaxed));
+        let mut out = format!(
+            "# HELP br6rd_draining 1 while br-daemon drain holds the announcements back.\n\
+             # TYPE br6rd_draining gauge\nbr6rd_draining {draining}\n"
+        );
+        if let Some((h, announced)) = health {
+            out.push_str(&format!(
+                "# HELP br6rd_relaying 1 while every worker turns and XDP is attached.\n\
+                 # TYPE br6rd_relaying gauge\nbr6rd_relaying {}\n\
+                 # HELP br6rd_announced_prefixes Prefixes announced in announce-table now.\n\
+                 # TYPE br6rd_announced_prefixes gauge\nbr6rd_announced_prefixes {announced}\n",
+                u8::from(h.relaying())
+            ));
+        }
+        out
+    }
+
+    /// `/health` as JSON.
+    fn health_json(&self) -> String {
+        let health = *self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let draining = self.draining.load(Ordering::Relaxed);
+        let value = match health {
+            Some((h, announced)) => serde_json::json!({
+                "relaying": h.relaying(), "draining": draining, "announced": h.announce(),
+                "announced-prefixes": announced, "state": h.reason(),
+            }),
+            None => serde_json::json!({
+                "relaying": null, "draining": draining, "announced": false,
+                "announced-prefixes": 0, "state": "no announce-table configured",
+            }),
+        };
+        value.to_string()
     }
 }
 
@@ -296,6 +341,8 @@ pub fn run(config_path: &Path) -> Result<()> {
             stop: Arc::clone(&stop),
         }),
         steering,
+        draining: AtomicBool::new(false),
+        health: Mutex::new(None),
     });
     {
         let (r, fib) = (Arc::clone(&running), Arc::clone(&fib));
@@ -330,15 +377,24 @@ pub fn run(config_path: &Path) -> Result<()> {
         slow.tun_name()
     );
 
-    loop {
+    let mut announcer = config
+        .announce_table
+        .map(|table| Announcer::new(table, slow.tun_name()));
+    for tick in 0u64.. {
         std::thread::sleep(Duration::from_millis(100));
         match SIGNAL.swap(0, Ordering::SeqCst) {
             libc::SIGHUP => reload(config_path, &config, &relay, &running, &slow, &fib),
             libc::SIGINT | libc::SIGTERM => break,
             _ => {}
         }
+        if let Some(a) = announcer.as_mut().filter(|_| tick % 5 == 4) {
+            check_health(a, &running, &relay);
+        }
     }
     tracing::info!("stopping");
+    if let Some(a) = announcer.as_mut() {
+        a.withdraw();
+    }
     // Give the kernel back the traffic first, then stop the workers.
     running
         .steering
@@ -352,6 +408,53 @@ pub fn run(config_path: &Path) -> Result<()> {
     }
     eprintln!("{}", summary(&running.totals(), &final_metrics));
     Ok(())
+}
+
+/// `POST /drain` and `POST /resume`, from this host only: any scraper may
+/// read the counters, only the operator may take the BR out of service.
+fn drain(request: tiny_http::Request, on: bool, running: &Running) {
+    let local = request.remote_addr().is_some_and(|a| a.ip().is_loopback());
+    let (code, text) = if *request.method() != tiny_http::Method::Post {
+        (405, "use POST\n".to_string())
+    } else if !local {
+        (
+            403,
+            "drain and resume are taken from this host only\n".to_string(),
+        )
+    } else {
+        let was = running.draining.swap(on, Ordering::SeqCst);
+        if was != on {
+            tracing::warn!(
+                "{}",
+                if on {
+                    "drain: withdrawing the anycast announcements; still relaying"
+                } else {
+                    "resume: announcing again once healthy"
+                }
+            );
+        }
+        (200, running.health_json() + "\n")
+    };
+    let _ = request.respond(tiny_http::Response::from_string(text).with_status_code(code));
+}
+
+/// One health check: every thread's loop turned, XDP attached, drain.
+fn check_health(
+    announcer: &mut Announcer,
+    running: &Running,
+    relay: &Published<crate::relay::Relay>,
+) {
+    let turns = running.counters.iter().map(|c| c.turns()).collect();
+    let attached = running
+        .steering
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_attached();
+    let draining = running.draining.load(Ordering::Relaxed);
+    let domains: Vec<crate::relay::Domain> = relay.get().domains().iter().cloned().collect();
+    let health = announcer.check(turns, attached, draining, &domains);
+    *running.health.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some((health, announcer.announced()));
 }
 
 /// The kernel's IPsec policies; none (with a warning) where the kernel
@@ -590,6 +693,9 @@ fn answer(request: tiny_http::Request, running: &Running) {
         "/trace" => return tracer::serve(request, query, &running.trace),
         "/" | "/metrics" => tiny_http::Response::from_string(running.metrics())
             .with_header(header("text/plain; version=0.0.4")),
+        "/health" => tiny_http::Response::from_string(running.health_json())
+            .with_header(header("application/json")),
+        "/drain" | "/resume" => return drain(request, path == "/drain", running),
         "/metrics.json" => {
             tiny_http::Response::from_string(counters::render_json(&running.snapshot()))
                 .with_header(header("application/json"))

@@ -4,6 +4,10 @@
 //! meanings, rendering) is built, for the operator tools.
 
 #[cfg(feature = "dataplane")]
+pub mod announcer;
+#[cfg(feature = "dataplane")]
+pub mod anycast;
+#[cfg(feature = "dataplane")]
 pub mod capabilities;
 pub mod counters;
 #[cfg(feature = "dataplane")]

@@ -326,6 +326,7 @@ impl Worker {
         }
 
         while !self.stop.load(Ordering::Relaxed) {
+            self.counters.turn();
             if self.relay.refresh() {
                 self.counters.tcp_mss(state.take_mss_events());
                 state = self.relay.get().worker_state(self.queue as u16);
@@ -492,6 +493,7 @@ pub fn run_slow_path(
         },
     ];
     while !stop.load(Ordering::Relaxed) {
+        counters.turn();
         // SAFETY: fds is a live array of the length passed.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
         if ready <= 0 {

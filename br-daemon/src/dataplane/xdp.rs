@@ -263,6 +263,11 @@ impl Steering {
     }
 
     /// Detaches from every interface: all their traffic goes to the kernel.
+    /// Whether the program is attached to at least one interface.
+    pub fn is_attached(&self) -> bool {
+        !self.links.is_empty() || !self.dev_bound.is_empty()
+    }
+
     pub fn detach_all(&mut self) {
         self.dev_bound.clear();
         let program: &mut Xdp = self
