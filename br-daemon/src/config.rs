@@ -1152,4 +1152,34 @@ mtu = 1480
         );
         assert_eq!((d.ttl(), d.mtu()), (32, 1480));
     }
+
+    #[test]
+    fn announce_table_is_a_table_of_its_own() {
+        let c = Config::parse(
+            &SCENARIO.replace("queues = 2", "queues = 2\nannounce-table = 6969"),
+            "br.toml",
+        )
+        .unwrap();
+        assert_eq!(c.announce_table, Some(6969));
+        let p = problems(&SCENARIO.replace("queues = 2", "queues = 2\nannounce-table = 254"));
+        assert!(
+            p.iter()
+                .any(|(_, m)| m.contains("default, main or local table")),
+            "{p:?}"
+        );
+        let p = problems(&SCENARIO.replace("queues = 2", "queues = 2\nannounce-table = 0"));
+        assert!(p.iter().any(|(_, m)| m.contains("out of range")), "{p:?}");
+    }
+
+    #[test]
+    fn warnings_read_as_sentences() {
+        let c = Config::parse(
+            &SCENARIO.replace("ce-interfaces", "# ce-interfaces"),
+            "br.toml",
+        )
+        .unwrap();
+        for (_, w) in &c.warnings {
+            assert!(!w.to_string().contains("  "), "a run of spaces in {w}");
+        }
+    }
 }

@@ -312,3 +312,23 @@ fn map_ce_config_and_check_config_speak_json_for_scripts() {
     assert_eq!(v["errors"][1]["line"], 4, "{v}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn drain_says_when_no_daemon_takes_it() {
+    let o = br(&["drain", "--live", "127.0.0.1:1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no br-daemon answers on 127.0.0.1:1"),
+        "{}",
+        stderr(&o)
+    );
+    let refused =
+        impostor("HTTP/1.0 403 Forbidden\r\n\r\ndrain and resume are taken from this host only\n");
+    let o = br(&["drain", "--live", &refused]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("answered POST /drain with \"HTTP/1.0 403 Forbidden\": drain and resume are taken from this host only"),
+        "{}",
+        stderr(&o)
+    );
+}
