@@ -679,17 +679,8 @@ fn two_brs_share_the_traffic_fail_over_come_back_and_drain_without_loss() {
         },
     );
     let (map_after, back_after) = flow_map(&any);
-    let (per, back) = report(
-        &format!("gw{} back", victim + 1),
-        &r,
-        &map_after,
-        back_after,
-    );
-    assert_eq!(
-        per.iter().map(|p| p.0).sum::<u32>() + back.0,
-        0,
-        "{per:?} {back:?}"
-    );
+    let what = format!("gw{} back", victim + 1);
+    assert_nothing_lost(&what, &r, &map_after, back_after);
     assert!(
         map_after.contains(&victim),
         "traffic returned: {map_after:?}"
@@ -720,15 +711,13 @@ fn two_brs_share_the_traffic_fail_over_come_back_and_drain_without_loss() {
                 .is_some_and(|s| s.success()));
         },
     );
-    let (per, back) = report(
-        &format!("drain then stop of gw{}", drained + 1),
-        &r,
-        &map_after,
-        back_after,
-    );
-    assert_eq!(
-        per.iter().map(|p| p.0).sum::<u32>() + back.0,
-        0,
-        "{per:?} {back:?}"
-    );
+    let what = format!("drain then stop of gw{}", drained + 1);
+    assert_nothing_lost(&what, &r, &map_after, back_after);
+}
+
+/// Reports the flows and asserts that none lost a packet.
+fn assert_nothing_lost(what: &str, r: &Received, map: &[usize], back_gw: usize) {
+    let (per, back) = report(what, r, map, back_gw);
+    let lost = per.iter().map(|p| p.0).sum::<u32>() + back.0;
+    assert_eq!(lost, 0, "{what}: {per:?} {back:?}");
 }
