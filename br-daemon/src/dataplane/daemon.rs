@@ -255,8 +255,9 @@ pub fn run(config_path: &Path) -> Result<()> {
             let socket = XskSocket::new(&umem, owner, *ifindex, queue, RingSizes::default(), true)
                 .with_context(|| format!("AF_XDP socket on {name} queue {queue}"))?;
             tracing::info!(
-                "{name} queue {queue}: AF_XDP socket bound ({:?})",
-                socket.mode()
+                "{name} queue {queue}: AF_XDP socket bound ({:?}, {} frames per TX kick)",
+                socket.mode(),
+                socket.tx_budget()
             );
             steering.bind_socket(slot as u32, queue, &socket)?;
             sockets.push((format!("{name}/{queue}"), socket.as_raw_fd()));

@@ -232,7 +232,16 @@ pub struct XskSocket {
     comp: Ring<u64>,
     need_wakeup: bool,
     mode: BindMode,
+    /// Frames one copy-mode TX kick sends: 32 (TX_BATCH_SIZE in
+    /// net/xdp/xsk.c), or the whole TX ring where the kernel takes
+    /// XDP_MAX_TX_SKB_BUDGET (Linux 6.17+).
+    tx_budget: u32,
 }
+
+/// `XDP_MAX_TX_SKB_BUDGET` of linux/if_xdp.h (6.17+; not in libc yet).
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+/// What a copy-mode kick sends without it.
+const DEFAULT_TX_BUDGET: u32 = 32;
 
 // SAFETY: the rings are memory shared with the kernel only; the socket is
 // moved into its worker thread once and used only there.
@@ -316,6 +325,12 @@ impl XskSocket {
             .map_err(|e| context(e, "completion ring"))?;
         setsockopt(raw, libc::XDP_RX_RING, &sizes.rx).map_err(|e| context(e, "rx ring"))?;
         setsockopt(raw, libc::XDP_TX_RING, &sizes.tx).map_err(|e| context(e, "tx ring"))?;
+        // One kick for everything queued, where the kernel allows it
+        // (ENOPROTOOPT before 6.17: 32 per kick).
+        let tx_budget = match setsockopt(raw, XDP_MAX_TX_SKB_BUDGET, &sizes.tx) {
+            Ok(()) => sizes.tx,
+            Err(_) => DEFAULT_TX_BUDGET,
+        };
 
         // SAFETY: zeroed is a valid xdp_mmap_offsets (plain integers).
         let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
@@ -393,12 +408,18 @@ impl XskSocket {
             comp,
             need_wakeup,
             mode,
+            tx_budget,
         })
     }
 
     /// How the socket is bound.
     pub fn mode(&self) -> BindMode {
         self.mode
+    }
+
+    /// Frames one copy-mode TX kick sends.
+    pub fn tx_budget(&self) -> u32 {
+        self.tx_budget
     }
 
     /// Gives frames to the kernel to receive into; returns how many fit.
@@ -448,14 +469,15 @@ impl XskSocket {
     }
 
     /// Tells the kernel to send what is queued. Copy mode sends at most
-    /// 32 frames per call (TX_BATCH_SIZE in net/xdp/xsk.c), so this kicks
-    /// once per 32 frames still in the ring, including frames an earlier
-    /// kick left there, and stops when the device pushes back.
+    /// `tx_budget` frames per call (32 unless XDP_MAX_TX_SKB_BUDGET was
+    /// taken), so this kicks once per budget of frames still in the ring,
+    /// including frames an earlier kick left there, and stops when the
+    /// device pushes back.
     pub fn flush_tx(&mut self) {
         if self.need_wakeup && !self.tx.needs_wakeup() {
             return;
         }
-        for _ in 0..self.tx_pending().div_ceil(32) {
+        for _ in 0..self.tx_pending().div_ceil(self.tx_budget) {
             // SAFETY: a zero-length sendto is the documented TX kick.
             let r = unsafe {
                 libc::sendto(
