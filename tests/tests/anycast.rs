@@ -302,6 +302,26 @@ impl Anycast {
     }
 }
 
+/// The health check's self-check on gateway `gw`: its probes (two a
+/// second) are relayed and counted as `self-check`, never as `to-host`.
+fn assert_probes_relayed(any: &Anycast, gw: usize) {
+    let before = any.counter(gw, "path", "self-check");
+    std::thread::sleep(Duration::from_millis(1600));
+    let after = any.counter(gw, "path", "self-check");
+    assert!(
+        (2..=5).contains(&(after - before)),
+        "gw{}: {before} -> {after} probes relayed in 1.6 s\n{}",
+        gw + 1,
+        any.logs()
+    );
+    assert_eq!(any.counter(gw, "path", "to-host"), 0, "gw{}", gw + 1);
+    eprintln!(
+        "anycast: gw{} relayed {} self-check probes in 1.6 s",
+        gw + 1,
+        after - before
+    );
+}
+
 fn daemon_config() -> String {
     format!(
         "[relay]\ninterfaces = [\"gw-lan\", \"gw-wan\"]\nce-interfaces = [\"gw-wan\"]\n\
@@ -608,6 +628,9 @@ fn two_brs_share_the_traffic_fail_over_come_back_and_drain_without_loss() {
     any.start_ce();
     let up = any.wait_for_next_hops(2, Duration::from_secs(30));
     eprintln!("anycast: both BRs are next hops on both routers after {up:?}");
+    for g in 0..2 {
+        assert_probes_relayed(&any, g);
+    }
 
     // 400 CEs: the VPC router's ECMP spreads them over both BRs.
     let before: Vec<u64> = (0..2)

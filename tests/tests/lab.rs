@@ -1128,6 +1128,13 @@ fn runs_as_a_plain_user_with_only_the_units_capabilities() {
     ));
     wrapper.push("sh".into());
     wrapper.extend(as_nobody_with(&caps));
+    // With the anycast health check: its self-check runs BPF_PROG_RUN.
+    let config = std::fs::read_to_string(&lab.config).unwrap();
+    std::fs::write(
+        &lab.config,
+        config.replacen("[relay]\n", "[relay]\nannounce-table = 6970\n", 1),
+    )
+    .unwrap();
     lab.start_daemon_under(&wrapper, true);
     let pid = lab.daemon.as_ref().unwrap().child.id();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -1148,6 +1155,17 @@ fn runs_as_a_plain_user_with_only_the_units_capabilities() {
     let (n, out) = ping(&lab.ce1, &format!("-6 -c 3 -i 0.2 {CE2_V6}"));
     assert_eq!(n, 3, "CE1 -> CE2\n{out}\n{}", lab.daemon_output());
     assert!(lab.counter("io", "tx-afxdp") >= 6, "{}", lab.metrics());
+    assert!(
+        eventually(Duration::from_secs(3), || lab.counter("path", "self-check")
+            >= 2),
+        "the self-check's probes are relayed\n{}",
+        lab.daemon_output()
+    );
+    assert!(
+        !lab.daemon_output().contains("no data-path self-check"),
+        "{}",
+        lab.daemon_output()
+    );
     caps.clear();
     let summary = lab.stop_daemon();
     assert!(!summary.contains("MISMATCH"), "{summary}");

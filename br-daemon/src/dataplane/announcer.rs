@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use ipnet::IpNet;
 
 use super::anycast::{self, Health};
+use super::selfcheck;
 use super::slowpath::ip;
 use crate::relay::Domain;
 
@@ -36,17 +37,20 @@ impl Announcer {
     }
 
     /// One check: `turns` of every thread's loop, whether XDP is attached,
-    /// whether the operator drains, and the domains now configured.
+    /// what the self-check says, whether the operator drains, and the
+    /// domains now configured.
     pub fn check(
         &mut self,
         turns: Vec<u64>,
         xdp_attached: bool,
+        probe: selfcheck::Verdict,
         draining: bool,
         domains: &[Domain],
     ) -> Health {
         let health = Health {
             workers_alive: anycast::all_moved(&self.last_turns, &turns),
             xdp_attached,
+            probes_relayed: probe != selfcheck::Verdict::Failing,
             draining,
         };
         // The first check only takes the workers' pulse.

@@ -8,8 +8,9 @@
 //! of the main table are not touched, so a draining BR keeps relaying
 //! what still reaches it.
 //!
-//! Health: every worker's loop has turned since the last check, and the
-//! XDP program is attached; a draining BR is healthy but not announced.
+//! Health: every worker's loop has turned since the last check, the XDP
+//! program is attached, and the data-path self-check (`selfcheck.rs`) does
+//! not fail; a draining BR is healthy but not announced.
 
 use std::collections::BTreeSet;
 
@@ -73,6 +74,8 @@ pub struct Health {
     pub workers_alive: bool,
     /// The XDP program is attached to every interface.
     pub xdp_attached: bool,
+    /// The data-path self-check has not failed (see `selfcheck.rs`).
+    pub probes_relayed: bool,
     /// The operator asked to drain.
     pub draining: bool,
 }
@@ -80,7 +83,7 @@ pub struct Health {
 impl Health {
     /// Relaying: the data path works (announce it unless draining).
     pub fn relaying(&self) -> bool {
-        self.workers_alive && self.xdp_attached
+        self.workers_alive && self.xdp_attached && self.probes_relayed
     }
 
     /// Announce the BR now.
@@ -90,10 +93,16 @@ impl Health {
 
     /// What is wrong, in words, for the log and `/health`.
     pub fn reason(&self) -> &'static str {
-        match (self.workers_alive, self.xdp_attached, self.draining) {
-            (false, _, _) => "a worker stopped turning",
-            (_, false, _) => "XDP is not attached",
-            (_, _, true) => "draining (br-daemon drain)",
+        match (
+            self.workers_alive,
+            self.xdp_attached,
+            self.probes_relayed,
+            self.draining,
+        ) {
+            (false, _, _, _) => "a worker stopped turning",
+            (_, false, _, _) => "XDP is not attached",
+            (_, _, false, _) => "the data-path self-check failed (its probes were not relayed)",
+            (_, _, _, true) => "draining (br-daemon drain)",
             _ => "relaying",
         }
     }
@@ -158,6 +167,7 @@ mod tests {
         let ok = Health {
             workers_alive: true,
             xdp_attached: true,
+            probes_relayed: true,
             draining: false,
         };
         assert!(ok.announce() && ok.relaying());
@@ -172,6 +182,12 @@ mod tests {
             ..ok
         };
         assert!(!stuck.announce());
+        let broken = Health {
+            probes_relayed: false,
+            ..ok
+        };
+        assert!(!broken.relaying() && !broken.announce());
+        assert!(broken.reason().contains("self-check"));
         assert!(all_moved(&[1, 5], &[2, 9]));
         assert!(!all_moved(&[1, 5], &[2, 5]), "the second worker is stuck");
     }

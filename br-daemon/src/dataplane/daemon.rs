@@ -23,6 +23,7 @@ use super::counters::{self, Counters, Snapshot, Totals};
 use super::fib::{self, Fib};
 use super::interfaces::Interfaces;
 use super::publish::Published;
+use super::selfcheck::{self, SelfCheck};
 use super::slowpath::SlowPath;
 use super::tracer::{self, TraceSources, Tracer};
 use super::worker::{self, Port, Worker};
@@ -381,6 +382,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     let mut announcer = config
         .announce_table
         .map(|table| Announcer::new(table, slow.tun_name()));
+    let mut self_check = SelfCheck::default();
     for tick in 0u64.. {
         std::thread::sleep(Duration::from_millis(100));
         match SIGNAL.swap(0, Ordering::SeqCst) {
@@ -389,7 +391,7 @@ pub fn run(config_path: &Path) -> Result<()> {
             _ => {}
         }
         if let Some(a) = announcer.as_mut().filter(|_| tick % 5 == 4) {
-            check_health(a, &running, &relay);
+            check_health(a, &mut self_check, &running, &relay, &fib);
         }
     }
     tracing::info!("stopping");
@@ -439,21 +441,27 @@ fn drain(request: tiny_http::Request, on: bool, running: &Running) {
     let _ = request.respond(tiny_http::Response::from_string(text).with_status_code(code));
 }
 
-/// One health check: every thread's loop turned, XDP attached, drain.
+/// One health check: every thread's loop turned, XDP attached, the
+/// self-check's probes relayed, drain.
 fn check_health(
     announcer: &mut Announcer,
+    self_check: &mut SelfCheck,
     running: &Running,
     relay: &Published<crate::relay::Relay>,
+    fib: &Published<Fib>,
 ) {
     let turns = running.counters.iter().map(|c| c.turns()).collect();
-    let attached = running
-        .steering
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .is_attached();
+    let relayed = running.totals().paths[crate::relay::Path::SelfCheck.index()];
+    let (attached, probe) = {
+        let steering = running.steering.lock().unwrap_or_else(|e| e.into_inner());
+        let probe = self_check.check(relayed, || {
+            selfcheck::send_probe(&steering, &running.interfaces, &fib.get(), &relay.get())
+        });
+        (steering.is_attached(), probe)
+    };
     let draining = running.draining.load(Ordering::Relaxed);
     let domains: Vec<crate::relay::Domain> = relay.get().domains().iter().cloned().collect();
-    let health = announcer.check(turns, attached, draining, &domains);
+    let health = announcer.check(turns, attached, probe, draining, &domains);
     *running.health.lock().unwrap_or_else(|e| e.into_inner()) =
         Some((health, announcer.announced()));
 }

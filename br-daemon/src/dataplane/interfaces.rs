@@ -38,6 +38,11 @@ impl Interfaces {
         }
     }
 
+    /// The attached interfaces (name, ifindex), in socket-slot order.
+    pub fn ports(&self) -> &[(String, u32)] {
+        &self.ports
+    }
+
     /// A reload's new `ce-interfaces`; [`Interfaces::sync`] writes it.
     pub fn set_ce_interfaces(&self, ce_interfaces: Option<Vec<String>>) {
         *self.ce_interfaces.lock().unwrap_or_else(|e| e.into_inner()) = ce_interfaces;

@@ -22,6 +22,7 @@ pub mod fib_rules;
 pub mod interfaces;
 #[cfg(feature = "dataplane")]
 pub mod publish;
+pub mod selfcheck;
 #[cfg(feature = "dataplane")]
 pub mod slowpath;
 #[cfg(feature = "dataplane")]

@@ -27,6 +27,7 @@
 
 pub mod domain;
 pub mod frame;
+pub mod probe;
 pub mod ratelimit;
 pub mod tcp_mss;
 pub mod verdict;
@@ -522,7 +523,10 @@ impl Relay {
         state.clamp_mss(frame, from);
         match self.domains.find(ip.dst) {
             Some(to) if ip.dst == to.br_ipv6() => Ok(Verdict::Forward {
-                path: Path::ToHost,
+                path: match probe::is_probe(frame.data()) {
+                    true => Path::SelfCheck,
+                    false => Path::ToHost,
+                },
                 egress: Egress::Host,
             }),
             Some(to) if to.in_br_prefix(ip.dst) => Err(DropReason::BrOwnPrefix),

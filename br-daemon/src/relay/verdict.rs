@@ -115,6 +115,8 @@ named_enum! {
         Hairpinned => "hairpinned",
         /// Addressed to the BR's own 6rd address: handed to the host's stack.
         ToHost => "to-host",
+        /// The health check's probe (announce-table): protocol 41 it ran through the XDP program, from a CE to the BR's own 6rd address, relayed into the TUN interface like `to-host`, where the host discards it (no next header).
+        SelfCheck => "self-check",
         /// ICMPv6 Time Exceeded sent in place of the packet.
         IcmpTimeExceeded => "icmp-time-exceeded",
         /// ICMPv6 Packet Too Big sent in place of the packet.
