@@ -6,6 +6,8 @@
  *   latency goes into a histogram of 1-microsecond buckets.
  * - bench_redirect: redirects every frame to the interface in tx_port[0]:
  *   the XDP ceiling of the testbed.
+ * - bench_xsk: redirects every frame to the AF_XDP socket of its receive
+ *   queue: the bare AF_XDP forwarder's steering (its ceiling).
  * - xdp_pass: passes every frame; on a veth it lets the peer transmit
  *   redirected frames to it (the lab's fast-path tests).
  * - vlan_to_metadata (tc egress): moves an 802.1Q tag whose priority is 7
@@ -86,6 +88,20 @@ SEC("xdp")
 int bench_redirect(struct xdp_md *ctx)
 {
 	return bpf_redirect_map(&tx_port, 0, XDP_PASS);
+}
+
+/* AF_XDP sockets of the bare forwarder, by receive queue. */
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} bench_xsks SEC(".maps");
+
+SEC("xdp")
+int bench_xsk(struct xdp_md *ctx)
+{
+	return bpf_redirect_map(&bench_xsks, ctx->rx_queue_index, XDP_PASS);
 }
 
 SEC("xdp")

@@ -31,6 +31,9 @@ use br_daemon::dataplane::xsk::{RingSizes, Umem, XskSocket, FRAME_SIZE};
 use br_daemon::relay::wire::checksum;
 use br_tests::{spawn, Netns, Proc};
 
+#[path = "br-bench/bare.rs"]
+mod bare;
+
 const BR_V4: Ipv4Addr = Ipv4Addr::new(10, 255, 255, 222);
 const LAN_SERVER: &str = "2001:db8:0:100:5054:1cff:fe93:3ea8";
 const LAN_HOST: &str = "2001:db8:ee::2";
@@ -57,8 +60,13 @@ enum Forwarder {
     Br,
     /// br-daemon with `xdp-fast-path = false`: every packet through AF_XDP.
     BrAfxdp,
+    /// br-daemon with XDP on an unused interface only: the kernel carries
+    /// every packet to and from it (TUN, raw sockets): the slow path.
+    BrSlow,
     Kernel,
     XdpRedirect,
+    /// The bare AF_XDP forwarder (`bare.rs`): the br-afxdp rows' ceiling.
+    AfxdpBare,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +105,9 @@ struct Outcome {
     /// Run time of the gateway's XDP program per run (kernel BPF stats),
     /// same trial; 0 when no XDP program forwards (kernel forwarding).
     xdp_ns_per_run: f64,
+    /// br-daemon's resident set (VmRSS) after the trials, in KiB; 0
+    /// for the baselines.
+    daemon_rss_kib: u64,
 }
 
 /// What one trial measured.
@@ -147,23 +158,51 @@ fn threads() -> Vec<(u32, u32, String, PathBuf)> {
 /// meanwhile count nothing.
 fn gateway_and_sink_cpu_ns(daemon: Option<u32>) -> (u64, u64) {
     let (mut gateway, mut sink) = (0, 0);
-    for (pid, _, comm, path) in threads() {
-        let total = if Some(pid) == daemon
+    for (is_gateway, _, ns) in forwarding_threads_cpu_ns(daemon) {
+        *if is_gateway { &mut gateway } else { &mut sink } += ns;
+    }
+    (gateway, sink)
+}
+
+/// The threads [`gateway_and_sink_cpu_ns`] counts, one by one: (on the
+/// gateway, "comm/tid", CPU ns so far).
+fn forwarding_threads_cpu_ns(daemon: Option<u32>) -> Vec<(bool, String, u64)> {
+    let mut out = Vec::new();
+    for (pid, tid, comm, path) in threads() {
+        let is_gateway = if Some(pid) == daemon
+            || comm == bare::THREAD
             || comm.starts_with("napi/in0-")
             || comm.starts_with("napi/out0-")
         {
-            &mut gateway
+            true
         } else if comm.starts_with("napi/sink0-") {
-            &mut sink
+            false
         } else {
             continue;
         };
-        *total += std::fs::read_to_string(path.join("schedstat"))
+        let ns = std::fs::read_to_string(path.join("schedstat"))
             .ok()
             .and_then(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
             .unwrap_or(0);
+        out.push((is_gateway, format!("{comm}/{tid}"), ns));
     }
-    (gateway, sink)
+    out
+}
+
+/// BR_BENCH_VERBOSE: the CPU each forwarding thread spent between
+/// `before` and `after`, per packet forwarded.
+fn print_thread_cpu(before: &[(bool, String, u64)], after: &[(bool, String, u64)], packets: u64) {
+    let mut parts = Vec::new();
+    for (_, name, ns) in after {
+        let was = before.iter().find(|b| &b.1 == name).map_or(0, |b| b.2);
+        if *ns > was {
+            parts.push(format!(
+                "{name} {:.0}",
+                (ns - was) as f64 / packets.max(1) as f64
+            ));
+        }
+    }
+    eprint!("[ns/packet by thread: {}] ", parts.join(", "));
 }
 
 /// Total run time (ns) and runs of the gateway's XDP programs so far
@@ -172,11 +211,20 @@ fn gateway_and_sink_cpu_ns(daemon: Option<u32>) -> (u64, u64) {
 fn gateway_xdp_runs() -> (u64, u64) {
     aya::programs::loaded_programs()
         .flatten()
-        .filter(|p| matches!(p.name_as_str(), Some("br_steer" | "bench_redirect")))
+        .filter(|p| {
+            matches!(
+                p.name_as_str(),
+                Some("br_steer" | "bench_redirect" | "bench_xsk")
+            )
+        })
         .fold((0, 0), |(t, n), p| {
             (t + p.run_time().as_nanos() as u64, n + p.run_count())
         })
 }
+
+/// What the Cisco 1921 forwards: its vendor's RFC 2544 figure (64-byte
+/// frames, no services), for context in the report.
+const CISCO_1921_PPS: u64 = 290_000;
 
 /// Offered rate of the latency trials: light load, frames sent one by one.
 const LATENCY_RATE: f64 = 10_000.0;
@@ -473,8 +521,9 @@ struct Testbed {
     in_mac: [u8; 6],
     sink_ebpf: Ebpf,
     redirect_ebpf: Option<Ebpf>,
-    /// The running daemon, its queues and whether its fast path is on.
-    daemon: Option<(Proc, u16, bool)>,
+    bare: Option<bare::Bare>,
+    /// The running daemon, its queues and its forwarder.
+    daemon: Option<(Proc, u16, Forwarder)>,
 }
 
 fn veth(a_ns: &Netns, a: &str, b_ns: &Netns, b: &str) {
@@ -495,6 +544,9 @@ impl Testbed {
         let sink = Netns::new(format!("bench{id}-sink"));
         veth(&gen, "gen0", &gw, "in0");
         veth(&gw, "out0", &sink, "sink0");
+        // What br-slow attaches to instead of in0 and out0: nothing crosses it.
+        br_tests::veth(&gw, "idle0", &gw, "idle1", 1);
+        gw.sh("ip link set idle0 up && ip link set idle1 up");
         let sink_mac = sink.mac("sink0");
         let mac = |m: [u8; 6]| {
             m.iter()
@@ -542,6 +594,7 @@ impl Testbed {
             in_mac,
             sink_ebpf,
             redirect_ebpf: None,
+            bare: None,
             daemon: None,
         })
     }
@@ -635,55 +688,27 @@ impl Testbed {
 
     /// Puts the gateway in the mode the scenario needs.
     fn prepare(&mut self, forwarder: Forwarder, queues: u16) -> Result<()> {
+        if forwarder != Forwarder::AfxdpBare {
+            self.bare = None;
+        }
+        if forwarder != Forwarder::XdpRedirect {
+            self.redirect_ebpf = None;
+        }
         match forwarder {
-            Forwarder::Br | Forwarder::BrAfxdp => {
-                let fast = forwarder == Forwarder::Br;
-                self.redirect_ebpf = None;
+            Forwarder::Br | Forwarder::BrAfxdp | Forwarder::BrSlow => {
                 if self
                     .daemon
                     .as_ref()
-                    .is_some_and(|(_, q, f)| *q == queues && *f == fast)
+                    .is_some_and(|(_, q, f)| *q == queues && *f == forwarder)
                 {
                     return Ok(());
                 }
                 self.stop_daemon();
                 self.set_queues(queues);
-                let mode = if fast { "fast" } else { "afxdp" };
-                let config = self.dir.join(format!("bench-{queues}q-{mode}.toml"));
-                std::fs::write(
-                    &config,
-                    format!(
-                        "[relay]\ninterfaces = [\"in0\", \"out0\"]\nqueues = {queues}\nxdp-fast-path = {fast}\nicmp-errors-per-second = 0\nicmp-burst = 0\n\n\
-                         [[domain]]\nname = \"vpc\"\nprefix = \"2001:db8:0:f096::/64\"\nbr-ipv4 = \"{BR_V4}\"\nmtu = 1480\n"
-                    ),
-                )?;
-                let bin =
-                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/br-daemon");
-                let mut cmd = self.gw.command(bin.to_str().expect("utf-8"));
-                cmd.args(["run", "--config", config.to_str().expect("utf-8")]);
-                let d = spawn(cmd, self.dir.join(format!("daemon-{queues}q-{mode}.log")));
-                let up = br_tests::eventually(Duration::from_secs(20), || {
-                    d.output().contains("relaying")
-                });
-                if !up {
-                    bail!("br-daemon did not start:\n{}", d.output());
-                }
-                // The fast path starts once the daemon has checked that
-                // out0 can transmit redirected frames.
-                let ready = br_tests::eventually(Duration::from_secs(5), || {
-                    !fast
-                        || d.output()
-                            .contains("XDP fast path may transmit on ifindex [")
-                });
-                if !ready {
-                    bail!("br-daemon did not enable its fast path:\n{}", d.output());
-                }
-                self.daemon = Some((d, queues, fast));
-                std::thread::sleep(Duration::from_millis(300));
+                self.start_daemon(forwarder, queues)?;
             }
             Forwarder::Kernel => {
                 self.stop_daemon();
-                self.redirect_ebpf = None;
                 self.set_queues(queues);
             }
             Forwarder::XdpRedirect => {
@@ -702,9 +727,71 @@ impl Testbed {
                     })?);
                 }
             }
+            Forwarder::AfxdpBare => {
+                self.stop_daemon();
+                self.set_queues(queues);
+                if self.bare.is_none() {
+                    let macs = (self.sink.mac("sink0"), self.gw.mac("out0"));
+                    self.bare = Some(bare::Bare::start(&self.gw, BR_CPU, macs)?);
+                }
+            }
         }
         self.pin_napi();
         Ok(())
+    }
+
+    /// Starts br-daemon as `forwarder` says: the fast path on (`br`), off
+    /// (`br-afxdp`), or XDP on the idle veth only (`br-slow`).
+    fn start_daemon(&mut self, forwarder: Forwarder, queues: u16) -> Result<()> {
+        let fast = forwarder == Forwarder::Br;
+        let (mode, interfaces) = match forwarder {
+            Forwarder::Br => ("fast", "\"in0\", \"out0\""),
+            Forwarder::BrAfxdp => ("afxdp", "\"in0\", \"out0\""),
+            _ => ("slow", "\"idle0\""),
+        };
+        let config = self.dir.join(format!("bench-{queues}q-{mode}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[relay]\ninterfaces = [{interfaces}]\nqueues = {queues}\nxdp-fast-path = {fast}\nicmp-errors-per-second = 0\nicmp-burst = 0\n\n\
+                 [[domain]]\nname = \"vpc\"\nprefix = \"2001:db8:0:f096::/64\"\nbr-ipv4 = \"{BR_V4}\"\nmtu = 1480\n"
+            ),
+        )?;
+        let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/br-daemon");
+        let mut cmd = self.gw.command(bin.to_str().expect("utf-8"));
+        cmd.args(["run", "--config", config.to_str().expect("utf-8")]);
+        let d = spawn(cmd, self.dir.join(format!("daemon-{queues}q-{mode}.log")));
+        let up = br_tests::eventually(Duration::from_secs(20), || d.output().contains("relaying"));
+        if !up {
+            bail!("br-daemon did not start:\n{}", d.output());
+        }
+        // The fast path starts once the daemon has checked that out0 can
+        // transmit redirected frames.
+        let ready = br_tests::eventually(Duration::from_secs(5), || {
+            !fast
+                || d.output()
+                    .contains("XDP fast path may transmit on ifindex [")
+        });
+        if !ready {
+            bail!("br-daemon did not enable its fast path:\n{}", d.output());
+        }
+        self.daemon = Some((d, queues, forwarder));
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(())
+    }
+
+    /// br-daemon's VmRSS in KiB (0: not running).
+    fn daemon_rss_kib(&self) -> u64 {
+        let Some((d, _, _)) = self.daemon.as_ref() else {
+            return 0;
+        };
+        std::fs::read_to_string(format!("/proc/{}/status", d.child.id()))
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+                line.split_whitespace().nth(1)?.parse().ok()
+            })
+            .unwrap_or(0)
     }
 
     /// One trial. With two queues, one generator per CPU and transmit queue.
@@ -739,6 +826,8 @@ impl Testbed {
         stamp: bool,
     ) -> Result<Trial> {
         let daemon = self.daemon.as_ref().map(|(d, _, _)| d.child.id());
+        let verbose = std::env::var_os("BR_BENCH_VERBOSE").is_some() && rate.is_none();
+        let threads_before = forwarding_threads_cpu_ns(daemon);
         let cpu_before = gateway_and_sink_cpu_ns(daemon);
         let xdp_before = gateway_xdp_runs();
         let before = self.sink_count();
@@ -777,6 +866,9 @@ impl Testbed {
         std::thread::sleep(Duration::from_millis(100));
         let got = self.sink_count() - before;
         let cpu_after = gateway_and_sink_cpu_ns(daemon);
+        if verbose {
+            print_thread_cpu(&threads_before, &forwarding_threads_cpu_ns(daemon), got);
+        }
         Ok(Trial {
             offered_pps: sent as f64 / seconds,
             forwarded_pps: got as f64 / seconds,
@@ -871,6 +963,7 @@ impl Testbed {
             sink_cpu_ns_per_packet: per_frame(median.sink_cpu_ns),
             xdp_ns_per_run,
             gateway_cpus_busy: median.gateway_cpu_ns as f64 / (median.seconds * 1e9),
+            daemon_rss_kib: self.daemon_rss_kib(),
         })
     }
 }
@@ -879,6 +972,7 @@ impl Drop for Testbed {
     fn drop(&mut self) {
         self.stop_daemon();
         self.redirect_ebpf = None;
+        self.bare = None;
         let _ = &self.sink;
     }
 }
@@ -891,8 +985,10 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
             match forwarder {
                 Forwarder::Br => "br",
                 Forwarder::BrAfxdp => "br-afxdp",
+                Forwarder::BrSlow => "br-slow",
                 Forwarder::Kernel => "kernel-forwarding",
                 Forwarder::XdpRedirect => "xdp-redirect",
+                Forwarder::AfxdpBare => "afxdp-bare",
             },
             match stream {
                 Stream::Encap => "encap",
@@ -930,10 +1026,12 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
     for &size in sizes {
         add(Forwarder::Kernel, Stream::Plain, size, 1, 1, "");
         add(Forwarder::XdpRedirect, Stream::Plain, size, 1, 1, "");
+        add(Forwarder::AfxdpBare, Stream::Plain, size, 1, 1, "");
         for stream in [Stream::Encap, Stream::Decap, Stream::Hairpin, Stream::Mix] {
             add(Forwarder::Br, stream, size, 1, 1, "");
             if !quick || matches!(stream, Stream::Encap | Stream::Decap) {
                 add(Forwarder::BrAfxdp, stream, size, 1, 1, "");
+                add(Forwarder::BrSlow, stream, size, 1, 1, "");
             }
             if !quick || matches!(stream, Stream::Encap | Stream::Decap) {
                 add(Forwarder::Br, stream, size, 65536, 1, "");
@@ -947,14 +1045,9 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
         // The baselines again after the BR: the ratios use the better of
         // the two measurements, so testbed drift cannot flatter the BR.
         add(Forwarder::Kernel, Stream::Plain, size, 1, 1, " (again)");
-        add(
-            Forwarder::XdpRedirect,
-            Stream::Plain,
-            size,
-            1,
-            1,
-            " (again)",
-        );
+        for again in [Forwarder::XdpRedirect, Forwarder::AfxdpBare] {
+            add(again, Stream::Plain, size, 1, 1, " (again)");
+        }
     }
     v
 }
@@ -997,6 +1090,8 @@ fn color(f: Forwarder) -> u32 {
         Forwarder::XdpRedirect => 0x222222,
         Forwarder::Br => 0x1f77b4,
         Forwarder::BrAfxdp => 0xff7f0e,
+        Forwarder::BrSlow => 0x2ca02c,
+        Forwarder::AfxdpBare => 0x9467bd,
     }
 }
 
@@ -1032,13 +1127,14 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
         if quick { "--quick" } else { "full" },
         took.as_secs_f64()
     );
-    let _ = writeln!(md, "Ratios: to the better of the two measurements of each baseline (before and after the BR rows), same frame size.");
+    let _ = writeln!(md, "Ratios: to the better of the two measurements of each baseline (before and after the BR rows), same frame size; \"÷ bare AF_XDP\" (br-afxdp rows) is to the bare AF_XDP forwarder (afxdp-bare: the daemon's ring code and loop, no relay, MACs rewritten). br-slow: br-daemon with XDP on an idle interface only, so the kernel carries every packet to and from it (TUN, raw sockets), as behind IPsec.");
+    let _ = writeln!(md, "Context: the Cisco 1921 this replaces forwards {CISCO_1921_PPS} pps (its vendor's RFC 2544 figure, 64-byte frames, no services); a row's rate divided by it is in the JSON (ratio_cisco_1921). On this testbed the rates are bounded by two vCPUs shared four ways; CPU per packet is what sizes a real gateway.");
     let _ = writeln!(md, "Latency: one way, generator to sink (CLOCK_MONOTONIC stamped at send, read by the sink's XDP program), at {LATENCY_RATE:.0} pps sent one by one; 1 us buckets.\n");
     let _ = writeln!(md, "Gateway CPU: time on CPU of in0's and out0's receive threads and br-daemon's threads in the median flat-out trial, per forwarded packet and in CPUs kept busy; \"XDP ns/run\" is the run time of the gateway's XDP program per run (kernel BPF statistics, in a flat-out trial of its own; the program and the helpers it calls, such as the FIB lookup, not the redirect's transmit); \"kernel CPU ÷\" is kernel forwarding's (the cheaper of its two measurements) divided by the row's: how many times less CPU a packet costs than kernel forwarding.\n");
-    let _ = writeln!(md, "| scenario | offered pps | forwarded pps | loss % | zero-loss pps | ÷ kernel forwarding | ÷ XDP ceiling | latency p50 / p99 / p99.9 us | gateway CPU ns/packet | gateway CPUs busy | XDP ns/run | kernel CPU ÷ |");
+    let _ = writeln!(md, "| scenario | offered pps | forwarded pps | loss % | zero-loss pps | ÷ kernel forwarding | ÷ XDP ceiling | ÷ bare AF_XDP | latency p50 / p99 / p99.9 us | gateway CPU ns/packet | gateway CPUs busy | XDP ns/run | kernel CPU ÷ | daemon RSS MiB |");
     let _ = writeln!(
         md,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     let mut json = String::from("[\n");
     for (i, (s, o)) in results.iter().enumerate() {
@@ -1048,6 +1144,11 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
         );
         let rk = if k > 0.0 { o.forwarded_pps / k } else { 0.0 };
         let rx = if x > 0.0 { o.forwarded_pps / x } else { 0.0 };
+        let bare = baseline(Forwarder::AfxdpBare, s.size);
+        let ra = match s.forwarder {
+            Forwarder::BrAfxdp if bare > 0.0 => Some(o.forwarded_pps / bare),
+            _ => None,
+        };
         let kc = kernel_cpu(s.size);
         let rc = if kc.is_finite() && o.gateway_cpu_ns_per_packet > 0.0 {
             kc / o.gateway_cpu_ns_per_packet
@@ -1056,7 +1157,7 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
         };
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.2} | {:.2} | {} / {} / {} | {:.0} | {:.2} | {} | {:.2} |",
+            "| {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.2} | {:.2} | {} | {} / {} / {} | {:.0} | {:.2} | {} | {:.2} | {} |",
             s.name,
             o.offered_pps,
             o.forwarded_pps,
@@ -1064,6 +1165,7 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
             o.zero_loss_pps,
             rk,
             rx,
+            ra.map_or("–".to_string(), |r| format!("{r:.2}")),
             o.latency_us[0],
             o.latency_us[1],
             o.latency_us[2],
@@ -1074,7 +1176,12 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
             } else {
                 "–".to_string()
             },
-            rc
+            rc,
+            if o.daemon_rss_kib > 0 {
+                format!("{:.1}", o.daemon_rss_kib as f64 / 1024.0)
+            } else {
+                "–".to_string()
+            }
         );
         let _ = writeln!(
             json,
@@ -1082,10 +1189,14 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
              \"offered_pps\": {:.0}, \"forwarded_pps\": {:.0}, \"loss_pct\": {:.3}, \"zero_loss_pps\": {:.0}, \
              \"ratio_kernel_forwarding\": {:.3}, \"ratio_xdp_ceiling\": {:.3}, \
              \"latency_us_p50\": {}, \"latency_us_p99\": {}, \"latency_us_p999\": {}, \
-             \"gateway_cpu_ns_per_packet\": {:.1}, \"gateway_cpus_busy\": {:.3}, \"sink_cpu_ns_per_packet\": {:.1}, \"cpu_ratio_kernel_forwarding\": {:.3}, \"xdp_ns_per_run\": {:.1}}}{}",
+             \"gateway_cpu_ns_per_packet\": {:.1}, \"gateway_cpus_busy\": {:.3}, \"sink_cpu_ns_per_packet\": {:.1}, \"cpu_ratio_kernel_forwarding\": {:.3}, \"xdp_ns_per_run\": {:.1}, \
+             \"ratio_afxdp_ceiling\": {}, \"ratio_cisco_1921\": {:.3}, \"daemon_rss_kib\": {}}}{}",
             s.name, s.forwarder, s.stream, s.size, s.flows, s.queues, o.offered_pps, o.forwarded_pps, o.loss_pct,
             o.zero_loss_pps, rk, rx, o.latency_us[0], o.latency_us[1], o.latency_us[2],
             o.gateway_cpu_ns_per_packet, o.gateway_cpus_busy, o.sink_cpu_ns_per_packet, rc, o.xdp_ns_per_run,
+            ra.map_or("null".to_string(), |r| format!("{r:.3}")),
+            o.forwarded_pps / CISCO_1921_PPS as f64,
+            o.daemon_rss_kib,
             if i + 1 < results.len() { "," } else { "" }
         );
     }
@@ -1115,7 +1226,9 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
          NaN with boxes lc rgb '#{:06x}' title 'kernel IPv6 forwarding', \\\n\
          NaN with boxes lc rgb '#{:06x}' title 'XDP redirect (ceiling)', \\\n\
          NaN with boxes lc rgb '#{:06x}' title 'br (XDP fast path)', \\\n\
-         NaN with boxes lc rgb '#{:06x}' title 'br-afxdp (fast path off)'\n",
+         NaN with boxes lc rgb '#{:06x}' title 'br-afxdp (fast path off)', \\\n\
+         NaN with boxes lc rgb '#{:06x}' title 'br-slow (kernel path)', \\\n\
+         NaN with boxes lc rgb '#{:06x}' title 'bare AF_XDP forwarder'\n",
         dir.join("chart.png").display(),
         results.len() as f64 - 0.4,
         dir.join("chart.dat").display(),
@@ -1123,6 +1236,8 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
         color(Forwarder::XdpRedirect),
         color(Forwarder::Br),
         color(Forwarder::BrAfxdp),
+        color(Forwarder::BrSlow),
+        color(Forwarder::AfxdpBare),
     );
     std::fs::write(dir.join("chart.gp"), script)?;
     let status = std::process::Command::new("gnuplot")
