@@ -21,9 +21,10 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use super::fib_index::{FastHash, Prefix, RouteIndex};
 use super::fib_rules::{self, Rule, RuleAction};
 use super::publish::Published;
 use super::xfrm::Ipsec;
@@ -66,6 +67,21 @@ struct Route {
     priority: u32,
     /// The route's own MTU metric (`ip route ... mtu N`), if any.
     mtu: Option<u32>,
+}
+
+impl Prefix for Route {
+    fn table(&self) -> u32 {
+        self.table
+    }
+    fn width(&self) -> u8 {
+        self.width
+    }
+    fn prefix_len(&self) -> u8 {
+        self.len
+    }
+    fn bits(&self) -> u128 {
+        self.dst
+    }
 }
 
 impl Route {
@@ -123,10 +139,13 @@ impl NextHop {
 #[derive(Clone, Debug, Default)]
 pub struct Fib {
     routes: Vec<Route>,
-    neighbours: HashMap<(u32, IpAddr), Mac>,
-    link_macs: HashMap<u32, Mac>,
+    /// The routes' longest-prefix index, built at the first lookup;
+    /// whatever changes `routes` resets it.
+    index: OnceLock<RouteIndex>,
+    neighbours: HashMap<(u32, IpAddr), Mac, FastHash>,
+    link_macs: HashMap<u32, Mac, FastHash>,
     link_names: HashMap<u32, String>,
-    link_mtus: HashMap<u32, u32>,
+    link_mtus: HashMap<u32, u32, FastHash>,
     /// The kernel's IPsec policies (xfrm), read on their own socket.
     ipsec: Arc<Ipsec>,
     /// The routing rules by priority; empty: the kernel's defaults.
@@ -177,16 +196,16 @@ impl Fib {
         dst: IpAddr,
         rule: &Rule,
     ) -> Option<NextHop> {
-        let route = self
-            .routes
-            .iter()
-            .filter(|r| {
-                r.width == width
-                    && r.table == table
-                    && (r.kind != RouteKind::Unicast || !r.hops.is_empty())
-                    && prefix_match(bits, r.dst, r.len, width)
-            })
-            .min_by_key(|r| (std::cmp::Reverse(r.len), r.priority))?;
+        let index = self.index.get_or_init(|| RouteIndex::new(&self.routes));
+        let at = index.best(
+            table,
+            width,
+            bits,
+            &self.routes,
+            |r| r.kind != RouteKind::Unicast || !r.hops.is_empty(),
+            |r| r.priority,
+        )?;
+        let route = &self.routes[at];
         if rule.suppress_prefixlen.is_some_and(|l| route.len <= l) {
             return None;
         }
@@ -280,6 +299,7 @@ impl Fib {
             IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
             IpAddr::V6(a) => (u128::from(a), 128),
         };
+        self.index = OnceLock::new();
         self.routes.push(Route {
             dst: bits,
             len: dst.prefix_len(),
@@ -294,6 +314,19 @@ impl Fib {
             priority: 0,
             mtu: None,
         });
+    }
+
+    /// Adds routes (tests and the snapshot).
+    fn extend_routes(&mut self, routes: impl IntoIterator<Item = Route>) {
+        self.index = OnceLock::new();
+        self.routes.extend(routes);
+    }
+
+    /// Replaces the routes (tests).
+    #[cfg(test)]
+    fn set_routes(&mut self, routes: Vec<Route>) {
+        self.index = OnceLock::new();
+        self.routes = routes;
     }
 
     /// Adds a resolved neighbour.
@@ -698,7 +731,7 @@ pub fn snapshot() -> io::Result<Fib> {
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
         nl.dump(RTM_GETROUTE, family, 12, |kind, body| {
             if kind == RTM_NEWROUTE {
-                fib.routes.extend(parse_route(body));
+                fib.extend_routes(parse_route(body));
             }
         })?;
         nl.dump(fib_rules::RTM_GETRULE, family, 12, |kind, body| {
@@ -865,19 +898,19 @@ mod tests {
             None,
             3,
         );
-        fib.routes.extend(parse_route(&body));
+        fib.extend_routes(parse_route(&body));
         let dst: Ipv6Addr = "2001:db8:0:100::5".parse().unwrap();
         assert_eq!(fib.lookup_v6(dst).mtu(), Some(1500));
         body.extend(attr(RTA_METRICS, &attr(RTAX_MTU, &1400u32.to_ne_bytes())));
-        fib.routes.clear();
-        fib.routes.extend(parse_route(&body));
+        fib.set_routes(Vec::new());
+        fib.extend_routes(parse_route(&body));
         assert_eq!(fib.lookup_v6(dst).mtu(), Some(1400));
     }
 
     #[test]
     fn longest_prefix_then_neighbour() {
         let mut fib = Fib::default();
-        fib.routes.extend(parse_route(&route(
+        fib.extend_routes(parse_route(&route(
             libc::AF_INET,
             16,
             RTN_UNICAST,
@@ -885,7 +918,7 @@ mod tests {
             None,
             3,
         )));
-        fib.routes.extend(parse_route(&route(
+        fib.extend_routes(parse_route(&route(
             libc::AF_INET,
             0,
             RTN_UNICAST,
@@ -893,7 +926,7 @@ mod tests {
             Some(&[192, 0, 2, 1]),
             2,
         )));
-        fib.routes.extend(parse_route(&route(
+        fib.extend_routes(parse_route(&route(
             libc::AF_INET,
             24,
             RTN_BLACKHOLE,
@@ -913,7 +946,7 @@ mod tests {
             3,
         );
         broadcast[4] = 255; // the local table
-        fib.routes.extend(parse_route(&broadcast));
+        fib.extend_routes(parse_route(&broadcast));
         let (k, mac) = parse_neighbour(&neigh(
             libc::AF_INET,
             3,
@@ -982,8 +1015,8 @@ mod tests {
             1,
         );
         local[4] = TABLE_LOCAL as u8;
-        fib.routes.extend(parse_route(&local));
-        fib.routes.extend(parse_route(&route(
+        fib.extend_routes(parse_route(&local));
+        fib.extend_routes(parse_route(&route(
             libc::AF_INET6,
             64,
             RTN_UNICAST,
@@ -1052,7 +1085,7 @@ mod tests {
     #[test]
     fn multipath_spreads_by_weight_and_skips_dead_hops() {
         let mut fib = Fib::default();
-        fib.routes.extend(parse_route(&multipath_route(
+        fib.extend_routes(parse_route(&multipath_route(
             [10, 0, 0, 0],
             8,
             &[(0, 0, 2, [192, 0, 2, 1]), (0, 0, 3, [198, 51, 100, 1])],
@@ -1062,42 +1095,48 @@ mod tests {
         assert!((1700..2400).contains(&even[&2]), "{even:?}");
 
         // Weight 3 (hops 2) against 1.
-        fib.routes = parse_route(&multipath_route(
-            [10, 0, 0, 0],
-            8,
-            &[(0, 2, 2, [192, 0, 2, 1]), (0, 0, 3, [198, 51, 100, 1])],
-        ))
-        .into_iter()
-        .collect();
+        fib.set_routes(
+            parse_route(&multipath_route(
+                [10, 0, 0, 0],
+                8,
+                &[(0, 2, 2, [192, 0, 2, 1]), (0, 0, 3, [198, 51, 100, 1])],
+            ))
+            .into_iter()
+            .collect(),
+        );
         let weighted = spread(&fib);
         assert!((2800..3350).contains(&weighted[&2]), "{weighted:?}");
 
         // A dead next hop carries nothing.
-        fib.routes = parse_route(&multipath_route(
-            [10, 0, 0, 0],
-            8,
-            &[
-                (RTNH_F_DEAD as u8, 0, 2, [192, 0, 2, 1]),
-                (0, 0, 3, [198, 51, 100, 1]),
-            ],
-        ))
-        .into_iter()
-        .collect();
+        fib.set_routes(
+            parse_route(&multipath_route(
+                [10, 0, 0, 0],
+                8,
+                &[
+                    (RTNH_F_DEAD as u8, 0, 2, [192, 0, 2, 1]),
+                    (0, 0, 3, [198, 51, 100, 1]),
+                ],
+            ))
+            .into_iter()
+            .collect(),
+        );
         assert_eq!(spread(&fib), HashMap::from([(3, 4096)]));
 
         // All dead: the route is skipped and a shorter one matches.
-        fib.routes = parse_route(&multipath_route(
-            [10, 0, 0, 0],
-            8,
-            &[(RTNH_F_DEAD as u8, 0, 2, [192, 0, 2, 1])],
-        ))
-        .into_iter()
-        .collect();
+        fib.set_routes(
+            parse_route(&multipath_route(
+                [10, 0, 0, 0],
+                8,
+                &[(RTNH_F_DEAD as u8, 0, 2, [192, 0, 2, 1])],
+            ))
+            .into_iter()
+            .collect(),
+        );
         assert_eq!(
             fib.lookup_v4("10.1.2.3".parse().unwrap()),
             NextHop::Unreachable
         );
-        fib.routes.extend(parse_route(&route(
+        fib.extend_routes(parse_route(&route(
             libc::AF_INET,
             0,
             RTN_UNICAST,

@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod ethtool;
 #[cfg(feature = "dataplane")]
 pub mod fib;
+pub mod fib_index;
 #[cfg(feature = "dataplane")]
 pub mod fib_rules;
 #[cfg(feature = "dataplane")]

@@ -92,6 +92,10 @@ struct Outcome {
     forwarded_pps: f64,
     loss_pct: f64,
     zero_loss_pps: f64,
+    /// The gateway's CPU per packet in the zero-loss trial: its cost at
+    /// a load it keeps up with (flat out, the receive threads also spend
+    /// CPU on frames that are then dropped).
+    zero_loss_gateway_cpu_ns_per_packet: f64,
     /// One-way latency percentiles (50, 99, 99.9) in microseconds at
     /// LATENCY_RATE, generator to sink.
     latency_us: [u32; 3],
@@ -418,9 +422,10 @@ fn generate(
             let due = n as f64 / r;
             let now = start.elapsed().as_secs_f64();
             if due >= now {
-                if stamp {
-                    // Latency trials sleep: a spinning generator would
-                    // delay the sink's NAPI thread on the same CPU.
+                // Sleep rather than spin: a spinning generator delays the
+                // sink's NAPI thread on the same CPU, whose 256-frame ring
+                // then overflows (paced trials lost frames at 60 kpps).
+                if stamp || due - now > PACING_SPIN_S {
                     std::thread::sleep(Duration::from_secs_f64(due - now));
                 } else {
                     std::hint::spin_loop();
@@ -451,6 +456,9 @@ fn generate(
     socket.complete(&mut done, usize::MAX);
     Ok(sent + done.len() as u64)
 }
+
+/// Below this wait the paced generator spins (a sleep takes longer here).
+const PACING_SPIN_S: f64 = 20e-6;
 
 /// Marks a frame for the sink's latency histogram: the IPv6 flow label
 /// LATENCY_MARK, and CLOCK_MONOTONIC (what bpf_ktime_get_ns reads) in
@@ -885,6 +893,39 @@ impl Testbed {
         })
     }
 
+    /// Binary search for the highest rate with no loss (RFC 2544 §26.1,
+    /// RFC 8219 §7.3) below `offered`, in `steps` trials of `seconds`.
+    /// Zero loss: every frame the generator sent reached the sink, give
+    /// or take 0.01% (single drops when the VM loses its CPU). Returns
+    /// the rate achieved (not the rate asked for) and the gateway's CPU
+    /// per packet in that trial (0, 0 when no rate passed).
+    fn zero_loss(
+        &self,
+        sc: &Scenario,
+        offered: f64,
+        steps: u32,
+        seconds: f64,
+    ) -> Result<(f64, f64)> {
+        let (mut lo, mut hi, mut best) = (0.0f64, offered, (0.0f64, 0.0f64));
+        for _ in 0..steps {
+            let mid = (lo + hi) / 2.0;
+            let t = self.trial(sc, Some(mid), seconds)?;
+            let (o, f) = (t.offered_pps, t.forwarded_pps);
+            if std::env::var_os("BR_BENCH_VERBOSE").is_some() {
+                eprint!("[at {mid:.0}: {o:.0} -> {f:.0}] ");
+            }
+            if o > 0.0 && f >= o * 0.9999 {
+                lo = mid;
+                if o > best.0 {
+                    best = (o, t.gateway_cpu_ns as f64 / (f * t.seconds).max(1.0));
+                }
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(best)
+    }
+
     fn measure(&mut self, sc: &Scenario, quick: bool) -> Result<Outcome> {
         self.prepare(sc.forwarder, sc.queues)?;
         // --quick keeps a fresh clone's build plus run under 3 minutes.
@@ -929,26 +970,11 @@ impl Testbed {
                 0.0
             }
         };
-        // Binary search for the highest rate with no loss.
-        // Zero loss: every frame the generator sent reached the sink, give
-        // or take 0.01% (single drops when the VM loses its CPU). The
-        // result is the rate achieved, not the rate asked for.
-        let (mut lo, mut hi, mut best) = (0.0f64, offered, 0.0f64);
-        if forwarded >= offered * 0.9999 {
-            best = offered;
+        let (zero_loss_pps, zero_loss_cpu) = if forwarded >= offered * 0.9999 {
+            (offered, per_frame(median.gateway_cpu_ns))
         } else {
-            for _ in 0..if quick { 4 } else { 8 } {
-                let mid = (lo + hi) / 2.0;
-                let t = self.trial(sc, Some(mid), step)?;
-                let (o, f) = (t.offered_pps, t.forwarded_pps);
-                if o > 0.0 && f >= o * 0.9999 {
-                    lo = mid;
-                    best = best.max(o);
-                } else {
-                    hi = mid;
-                }
-            }
-        }
+            self.zero_loss(sc, offered, if quick { 4 } else { 8 }, step)?
+        };
         Ok(Outcome {
             offered_pps: offered,
             forwarded_pps: forwarded,
@@ -957,7 +983,8 @@ impl Testbed {
             } else {
                 0.0
             },
-            zero_loss_pps: best,
+            zero_loss_pps,
+            zero_loss_gateway_cpu_ns_per_packet: zero_loss_cpu,
             latency_us: self.latency(sc, step)?,
             gateway_cpu_ns_per_packet: per_frame(median.gateway_cpu_ns),
             sink_cpu_ns_per_packet: per_frame(median.sink_cpu_ns),
@@ -1095,31 +1122,72 @@ fn color(f: Forwarder) -> u32 {
     }
 }
 
+/// A row's ratios to the baselines of its frame size: flat out and at
+/// zero loss.
+#[derive(Default)]
+struct Ratios {
+    kernel: (f64, f64),
+    xdp: f64,
+    /// br-afxdp rows only.
+    bare: Option<(f64, f64)>,
+    /// Kernel forwarding's CPU per packet over the row's (flat out, zero loss).
+    kernel_cpu: (f64, f64),
+}
+
+impl Ratios {
+    fn of(results: &[(Scenario, Outcome)], s: &Scenario, o: &Outcome) -> Ratios {
+        let same = |f: Forwarder| {
+            results
+                .iter()
+                .filter(move |(b, _)| b.forwarder == f && b.size == s.size)
+                .map(|(_, o)| o)
+        };
+        // Each baseline is measured before and after the BR rows: the
+        // better rate, the cheaper CPU.
+        let best = |f: Forwarder, m: fn(&Outcome) -> f64| same(f).map(m).fold(0.0, f64::max);
+        let cheapest = |m: fn(&Outcome) -> f64| {
+            same(Forwarder::Kernel)
+                .map(m)
+                .filter(|c| *c > 0.0)
+                .fold(f64::INFINITY, f64::min)
+        };
+        let ratio = |a: f64, b: f64| if b > 0.0 && b.is_finite() { a / b } else { 0.0 };
+        let flat = |o: &Outcome| o.forwarded_pps;
+        let zero = |o: &Outcome| o.zero_loss_pps;
+        let flat_cpu = |o: &Outcome| o.gateway_cpu_ns_per_packet;
+        let zero_cpu = |o: &Outcome| o.zero_loss_gateway_cpu_ns_per_packet;
+        let inverse = |base: f64, row: f64| {
+            if row > 0.0 && base.is_finite() {
+                base / row
+            } else {
+                0.0
+            }
+        };
+        Ratios {
+            kernel: (
+                ratio(o.forwarded_pps, best(Forwarder::Kernel, flat)),
+                ratio(o.zero_loss_pps, best(Forwarder::Kernel, zero)),
+            ),
+            xdp: ratio(o.forwarded_pps, best(Forwarder::XdpRedirect, flat)),
+            bare: (s.forwarder == Forwarder::BrAfxdp).then(|| {
+                (
+                    ratio(o.forwarded_pps, best(Forwarder::AfxdpBare, flat)),
+                    ratio(o.zero_loss_pps, best(Forwarder::AfxdpBare, zero)),
+                )
+            }),
+            kernel_cpu: (
+                inverse(cheapest(flat_cpu), o.gateway_cpu_ns_per_packet),
+                inverse(cheapest(zero_cpu), o.zero_loss_gateway_cpu_ns_per_packet),
+            ),
+        }
+    }
+}
+
 fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Duration) -> Result<()> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
-    // Each baseline is measured before and after the BR rows: the best.
-    let baseline = |f: Forwarder, size: Size| {
-        results
-            .iter()
-            .filter(|(s, _)| s.forwarder == f && s.size == size)
-            .map(|(_, o)| o.forwarded_pps)
-            .fold(0.0, f64::max)
-    };
-    // Kernel forwarding's gateway CPU per packet: the cheaper measurement.
-    let kernel_cpu = |size: Size| {
-        results
-            .iter()
-            .filter(|(s, o)| {
-                s.forwarder == Forwarder::Kernel
-                    && s.size == size
-                    && o.gateway_cpu_ns_per_packet > 0.0
-            })
-            .map(|(_, o)| o.gateway_cpu_ns_per_packet)
-            .fold(f64::INFINITY, f64::min)
-    };
     let mut md = String::new();
-    let _ = writeln!(md, "Generator: AF_XDP transmitter (copy mode; this kernel has no pktgen) on gen0, pinned to CPU {GEN_CPU}; with 2 queues one generator per CPU and queue.");
+    let _ = writeln!(md, "Generator: AF_XDP transmitter (copy mode; this kernel has no pktgen) on gen0, pinned to CPU {GEN_CPU}, sleeping between batches when paced; with 2 queues one generator per CPU and queue.");
     let _ = writeln!(md, "Gateway: br-daemon workers pinned to CPU {BR_CPU} (queue 0) and CPU 1 (queue 1); veth receive in threaded NAPI: in0's and out0's queue 0 on CPU {BR_CPU} (queue 1 on the next CPU), sink0 and gen0 on CPU {GEN_CPU}. {cpus} CPUs in all.");
     let _ = writeln!(
         md,
@@ -1127,76 +1195,59 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
         if quick { "--quick" } else { "full" },
         took.as_secs_f64()
     );
-    let _ = writeln!(md, "Ratios: to the better of the two measurements of each baseline (before and after the BR rows), same frame size; \"÷ bare AF_XDP\" (br-afxdp rows) is to the bare AF_XDP forwarder (afxdp-bare: the daemon's ring code and loop, no relay, MACs rewritten). br-slow: br-daemon with XDP on an idle interface only, so the kernel carries every packet to and from it (TUN, raw sockets), as behind IPsec.");
-    let _ = writeln!(md, "Context: the Cisco 1921 this replaces forwards {CISCO_1921_PPS} pps (its vendor's RFC 2544 figure, 64-byte frames, no services); a row's rate divided by it is in the JSON (ratio_cisco_1921). On this testbed the rates are bounded by two vCPUs shared four ways; CPU per packet is what sizes a real gateway.");
+    let _ = writeln!(md, "Rates: flat out (the median of three trials) and zero loss (RFC 2544 throughput: the highest paced rate with at most 0.01% loss, by binary search). Ratios \"a / b\" are flat out / zero loss, to the better of the two measurements of each baseline (before and after the BR rows), same frame size; \"÷ bare AF_XDP\" (br-afxdp rows) is to the bare AF_XDP forwarder (afxdp-bare: the daemon's ring code and loop, no relay, MACs rewritten). br-slow: br-daemon with XDP on an idle interface only, so the kernel carries every packet to and from it (TUN, raw sockets), as behind IPsec.");
+    let _ = writeln!(md, "Context: the Cisco 1921 this replaces forwards {CISCO_1921_PPS} pps (its vendor's RFC 2544 figure, 64-byte frames, no services); a row's zero-loss rate divided by it is in the JSON (ratio_cisco_1921). On this testbed the rates are bounded by two vCPUs shared four ways; CPU per packet is what sizes a real gateway.");
     let _ = writeln!(md, "Latency: one way, generator to sink (CLOCK_MONOTONIC stamped at send, read by the sink's XDP program), at {LATENCY_RATE:.0} pps sent one by one; 1 us buckets.\n");
-    let _ = writeln!(md, "Gateway CPU: time on CPU of in0's and out0's receive threads and br-daemon's threads in the median flat-out trial, per forwarded packet and in CPUs kept busy; \"XDP ns/run\" is the run time of the gateway's XDP program per run (kernel BPF statistics, in a flat-out trial of its own; the program and the helpers it calls, such as the FIB lookup, not the redirect's transmit); \"kernel CPU ÷\" is kernel forwarding's (the cheaper of its two measurements) divided by the row's: how many times less CPU a packet costs than kernel forwarding.\n");
+    let _ = writeln!(md, "Gateway CPU: time on CPU of in0's and out0's receive threads and br-daemon's threads (or the bare forwarder's), per forwarded packet, flat out / in the zero-loss trial (flat out, the receive threads also spend CPU on frames that are then dropped: the zero-loss figure is the cost); CPUs busy flat out; \"XDP ns/run\" is the run time of the gateway's XDP program per run (kernel BPF statistics, in a flat-out trial of its own; the program and the helpers it calls, such as the FIB lookup, not the redirect's transmit); \"kernel CPU ÷\" is kernel forwarding's CPU per packet (the cheaper of its two measurements) divided by the row's, flat out / zero loss: how many times less CPU a packet costs than kernel forwarding.\n");
     let _ = writeln!(md, "| scenario | offered pps | forwarded pps | loss % | zero-loss pps | ÷ kernel forwarding | ÷ XDP ceiling | ÷ bare AF_XDP | latency p50 / p99 / p99.9 us | gateway CPU ns/packet | gateway CPUs busy | XDP ns/run | kernel CPU ÷ | daemon RSS MiB |");
     let _ = writeln!(
         md,
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
+    let pair = |(a, b): (f64, f64)| format!("{a:.2} / {b:.2}");
+    let dash_or = |v: f64, text: String| if v > 0.0 { text } else { "–".to_string() };
     let mut json = String::from("[\n");
     for (i, (s, o)) in results.iter().enumerate() {
-        let (k, x) = (
-            baseline(Forwarder::Kernel, s.size),
-            baseline(Forwarder::XdpRedirect, s.size),
-        );
-        let rk = if k > 0.0 { o.forwarded_pps / k } else { 0.0 };
-        let rx = if x > 0.0 { o.forwarded_pps / x } else { 0.0 };
-        let bare = baseline(Forwarder::AfxdpBare, s.size);
-        let ra = match s.forwarder {
-            Forwarder::BrAfxdp if bare > 0.0 => Some(o.forwarded_pps / bare),
-            _ => None,
-        };
-        let kc = kernel_cpu(s.size);
-        let rc = if kc.is_finite() && o.gateway_cpu_ns_per_packet > 0.0 {
-            kc / o.gateway_cpu_ns_per_packet
-        } else {
-            0.0
-        };
+        let r = Ratios::of(results, s, o);
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.2} | {:.2} | {} | {} / {} / {} | {:.0} | {:.2} | {} | {:.2} | {} |",
+            "| {} | {:.0} | {:.0} | {:.1} | {:.0} | {} | {:.2} | {} | {} / {} / {} | {:.0} / {:.0} | {:.2} | {} | {} | {} |",
             s.name,
             o.offered_pps,
             o.forwarded_pps,
             o.loss_pct,
             o.zero_loss_pps,
-            rk,
-            rx,
-            ra.map_or("–".to_string(), |r| format!("{r:.2}")),
+            pair(r.kernel),
+            r.xdp,
+            r.bare.map_or("–".to_string(), pair),
             o.latency_us[0],
             o.latency_us[1],
             o.latency_us[2],
             o.gateway_cpu_ns_per_packet,
+            o.zero_loss_gateway_cpu_ns_per_packet,
             o.gateway_cpus_busy,
-            if o.xdp_ns_per_run > 0.0 {
-                format!("{:.0}", o.xdp_ns_per_run)
-            } else {
-                "–".to_string()
-            },
-            rc,
-            if o.daemon_rss_kib > 0 {
-                format!("{:.1}", o.daemon_rss_kib as f64 / 1024.0)
-            } else {
-                "–".to_string()
-            }
+            dash_or(o.xdp_ns_per_run, format!("{:.0}", o.xdp_ns_per_run)),
+            pair(r.kernel_cpu),
+            dash_or(o.daemon_rss_kib as f64, format!("{:.1}", o.daemon_rss_kib as f64 / 1024.0)),
         );
         let _ = writeln!(
             json,
             "  {{\"scenario\": \"{}\", \"forwarder\": \"{:?}\", \"stream\": \"{:?}\", \"size\": \"{:?}\", \"ces\": {}, \"queues\": {}, \
              \"offered_pps\": {:.0}, \"forwarded_pps\": {:.0}, \"loss_pct\": {:.3}, \"zero_loss_pps\": {:.0}, \
-             \"ratio_kernel_forwarding\": {:.3}, \"ratio_xdp_ceiling\": {:.3}, \
+             \"ratio_kernel_forwarding\": {:.3}, \"zero_loss_ratio_kernel_forwarding\": {:.3}, \"ratio_xdp_ceiling\": {:.3}, \
+             \"ratio_afxdp_ceiling\": {}, \"zero_loss_ratio_afxdp_ceiling\": {}, \"ratio_cisco_1921\": {:.3}, \
              \"latency_us_p50\": {}, \"latency_us_p99\": {}, \"latency_us_p999\": {}, \
-             \"gateway_cpu_ns_per_packet\": {:.1}, \"gateway_cpus_busy\": {:.3}, \"sink_cpu_ns_per_packet\": {:.1}, \"cpu_ratio_kernel_forwarding\": {:.3}, \"xdp_ns_per_run\": {:.1}, \
-             \"ratio_afxdp_ceiling\": {}, \"ratio_cisco_1921\": {:.3}, \"daemon_rss_kib\": {}}}{}",
+             \"gateway_cpu_ns_per_packet\": {:.1}, \"zero_loss_gateway_cpu_ns_per_packet\": {:.1}, \"gateway_cpus_busy\": {:.3}, \
+             \"sink_cpu_ns_per_packet\": {:.1}, \"cpu_ratio_kernel_forwarding\": {:.3}, \"zero_loss_cpu_ratio_kernel_forwarding\": {:.3}, \
+             \"xdp_ns_per_run\": {:.1}, \"daemon_rss_kib\": {}}}{}",
             s.name, s.forwarder, s.stream, s.size, s.flows, s.queues, o.offered_pps, o.forwarded_pps, o.loss_pct,
-            o.zero_loss_pps, rk, rx, o.latency_us[0], o.latency_us[1], o.latency_us[2],
-            o.gateway_cpu_ns_per_packet, o.gateway_cpus_busy, o.sink_cpu_ns_per_packet, rc, o.xdp_ns_per_run,
-            ra.map_or("null".to_string(), |r| format!("{r:.3}")),
-            o.forwarded_pps / CISCO_1921_PPS as f64,
-            o.daemon_rss_kib,
+            o.zero_loss_pps, r.kernel.0, r.kernel.1, r.xdp,
+            r.bare.map_or("null".to_string(), |b| format!("{:.3}", b.0)),
+            r.bare.map_or("null".to_string(), |b| format!("{:.3}", b.1)),
+            o.zero_loss_pps / CISCO_1921_PPS as f64,
+            o.latency_us[0], o.latency_us[1], o.latency_us[2],
+            o.gateway_cpu_ns_per_packet, o.zero_loss_gateway_cpu_ns_per_packet, o.gateway_cpus_busy,
+            o.sink_cpu_ns_per_packet, r.kernel_cpu.0, r.kernel_cpu.1, o.xdp_ns_per_run, o.daemon_rss_kib,
             if i + 1 < results.len() { "," } else { "" }
         );
     }
