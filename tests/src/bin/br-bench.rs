@@ -33,6 +33,8 @@ use br_tests::{spawn, Netns, Proc};
 
 #[path = "br-bench/bare.rs"]
 mod bare;
+#[path = "br-bench/xdp_cost.rs"]
+mod xdp_cost;
 
 const BR_V4: Ipv4Addr = Ipv4Addr::new(10, 255, 255, 222);
 const LAN_SERVER: &str = "2001:db8:0:100:5054:1cff:fe93:3ea8";
@@ -1106,8 +1108,18 @@ fn main() -> Result<()> {
         );
         results.push((sc, o));
     }
+    let program = if only
+        .as_ref()
+        .is_none_or(|o| "xdp-program".contains(o.as_str()))
+    {
+        let p = xdp_cost::measure(&bed.gw, bed.in_mac)?;
+        eprintln!("bench: XDP program alone (BPF_PROG_TEST_RUN): {p:?} ns/run");
+        p
+    } else {
+        Vec::new()
+    };
     drop(bed);
-    report(&results, quick, cpus, started.elapsed())
+    report(&results, &program, quick, cpus, started.elapsed())
 }
 
 /// Bar colour of a forwarder in the chart.
@@ -1183,7 +1195,13 @@ impl Ratios {
     }
 }
 
-fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Duration) -> Result<()> {
+fn report(
+    results: &[(Scenario, Outcome)],
+    program: &[(&str, f64)],
+    quick: bool,
+    cpus: usize,
+    took: Duration,
+) -> Result<()> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
     let mut md = String::new();
@@ -1252,10 +1270,28 @@ fn report(results: &[(Scenario, Outcome)], quick: bool, cpus: usize, took: Durat
         );
     }
     json.push_str("]\n");
+    if !program.is_empty() {
+        let _ = writeln!(md, "\nThe XDP program alone (fast path on, minimum frames on in0, median of {} runs of BPF_PROG_TEST_RUN in the gateway's namespace; targets: encap ≤ 150, decap and hairpin ≤ 200 ns):\n", xdp_cost::RUNS);
+        let _ = writeln!(md, "| stream | ns/run (median) |\n| --- | ---: |");
+        for (name, ns) in program {
+            let _ = writeln!(md, "| {name} | {ns:.0} |");
+        }
+        let fields: Vec<String> = program
+            .iter()
+            .map(|(n, ns)| format!("\"{n}\": {ns:.1}"))
+            .collect();
+        std::fs::write(
+            dir.join("xdp-program.json"),
+            format!("{{{}}}\n", fields.join(", ")),
+        )?;
+    }
     std::fs::write(dir.join("results.md"), &md)?;
     std::fs::write(dir.join("results.json"), &json)?;
     println!("{md}");
 
+    if results.is_empty() {
+        return Ok(());
+    }
     // The chart: forwarded rate by scenario, baselines included.
     let data: String = results
         .iter()
