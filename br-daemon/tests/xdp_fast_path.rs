@@ -453,6 +453,104 @@ fn disabled_fast_path_forwards_nothing_itself() {
     .unwrap();
 }
 
+/// The frame the program redirects for `input` arriving on `ingress`
+/// (XDP_REDIRECT asserted).
+fn redirected(steering: &Steering, input: &[u8], ingress: u32) -> Vec<u8> {
+    let mut md = [0u8; 24];
+    md[4..8].copy_from_slice(&(input.len() as u32).to_ne_bytes());
+    md[12..16].copy_from_slice(&ingress.to_ne_bytes());
+    let mut out = vec![0u8; input.len() + 64];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(input);
+    opts.data_out = Some(&mut out);
+    opts.ctx_in = Some(&md);
+    let run = steering.program().test_run(opts).unwrap();
+    assert_eq!(run.return_value, XDP_REDIRECT);
+    out.truncate(run.data_size_out as usize);
+    out
+}
+
+#[test]
+fn remembered_next_hops_last_until_a_new_generation_and_only_up_to_their_length() {
+    std::thread::spawn(|| {
+        // SAFETY: unshare affects this thread only, which ends with the test.
+        let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "unshare (root needed)");
+        let (lan, wan, fib) = network();
+        let mut steering = Steering::load(&domains(), true).unwrap();
+        serve(&mut steering, &fib, lan, wan);
+        steering.set_fast_egress(&[lan, wan]).unwrap();
+        let encap = frame(&plain_spec(false, 0x0a60_0164));
+        let decap = frame(&plain_spec(true, 0x0a60_0164));
+        let new_mac = "ip neigh replace 192.0.2.2 lladdr 02:00:00:00:00:33 dev wan0 nud permanent";
+        let new_mac6 =
+            "ip -6 neigh replace 2001:db8:0:100::2 lladdr 02:00:00:00:00:44 dev lan0 nud permanent";
+
+        // Off (as loaded): every frame asks the kernel.
+        assert_eq!(redirected(&steering, &encap, lan)[..6], WAN_ROUTER_MAC);
+        sh(new_mac);
+        assert_eq!(
+            redirected(&steering, &encap, lan)[..6],
+            [2, 0, 0, 0, 0, 0x33]
+        );
+
+        // On: the answer is remembered until the generation changes
+        // (the daemon renews it on every netlink notification).
+        steering.renew_next_hops(true, true).unwrap();
+        assert_eq!(
+            redirected(&steering, &encap, lan)[..6],
+            [2, 0, 0, 0, 0, 0x33]
+        );
+        assert_eq!(redirected(&steering, &decap, wan)[..6], LAN_ROUTER_MAC);
+        sh(&new_mac.replace(":33", ":22"));
+        sh(new_mac6);
+        assert_eq!(
+            redirected(&steering, &encap, lan)[..6],
+            [2, 0, 0, 0, 0, 0x33],
+            "remembered"
+        );
+        assert_eq!(
+            redirected(&steering, &decap, wan)[..6],
+            LAN_ROUTER_MAC,
+            "remembered"
+        );
+        steering.renew_next_hops(true, true).unwrap();
+        assert_eq!(
+            redirected(&steering, &encap, lan)[..6],
+            WAN_ROUTER_MAC,
+            "renewed"
+        );
+        assert_eq!(
+            redirected(&steering, &decap, wan)[..6],
+            [2, 0, 0, 0, 0, 0x44],
+            "renewed"
+        );
+
+        // A longer packet than the kernel passed is asked again: a route
+        // MTU below it (set without a renewal) makes the kernel refuse it.
+        sh("ip route replace 10.0.0.0/8 via 192.0.2.2 dev wan0 mtu lock 1000");
+        let mut long = plain_spec(false, 0x0a60_0164);
+        long.payload = 1100;
+        let before = steering.declines()[br_ebpf::DECLINE_NO_NEXT_HOP as usize];
+        assert_eq!(
+            run_on(&steering, &frame(&long), lan),
+            XDP_PASS,
+            "to the (absent) socket"
+        );
+        assert_eq!(
+            steering.declines()[br_ebpf::DECLINE_NO_NEXT_HOP as usize],
+            before + 1
+        );
+        assert_eq!(
+            redirected(&steering, &encap, lan)[..6],
+            WAN_ROUTER_MAC,
+            "short ones still fast"
+        );
+    })
+    .join()
+    .unwrap();
+}
+
 /// A plain frame of the SCENARIO domain: LAN to CE `ce`, or (`decap`)
 /// from it.
 fn plain_spec(decap: bool, ce: u32) -> Spec {

@@ -8,6 +8,10 @@
  *   the XDP ceiling of the testbed.
  * - bench_xsk: redirects every frame to the AF_XDP socket of its receive
  *   queue: the bare AF_XDP forwarder's steering (its ceiling).
+ * - bench_fib: one bpf_fib_lookup of the address in fib_dst (IPv4 when
+ *   family is AF_INET, else IPv6) from the frame's ingress interface, then
+ *   XDP_PASS (XDP_ABORTED when the lookup fails): the helper's own cost,
+ *   against the BR's whole program (br-bench's XDP program alone).
  * - xdp_pass: passes every frame; on a veth it lets the peer transmit
  *   redirected frames to it (the lab's fast-path tests).
  * - vlan_to_metadata (tc egress): moves an 802.1Q tag whose priority is 7
@@ -102,6 +106,41 @@ SEC("xdp")
 int bench_xsk(struct xdp_md *ctx)
 {
 	return bpf_redirect_map(&bench_xsks, ctx->rx_queue_index, XDP_PASS);
+}
+
+/* bench_fib's destination: family (2 or 10), then the address. */
+struct fib_dst {
+	__u32 family;
+	__u8 addr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fib_dst);
+} fib_dst SEC(".maps");
+
+SEC("xdp")
+int bench_fib(struct xdp_md *ctx)
+{
+	struct bpf_fib_lookup fib = {};
+	__u32 zero = 0;
+	struct fib_dst *d = bpf_map_lookup_elem(&fib_dst, &zero);
+
+	if (!d)
+		return XDP_ABORTED;
+	fib.ifindex = ctx->ingress_ifindex;
+	fib.family = d->family;
+	if (d->family == 2) {
+		__builtin_memcpy(&fib.ipv4_dst, d->addr, 4);
+		fib.tot_len = 84;
+	} else {
+		__builtin_memcpy(fib.ipv6_dst, d->addr, 16);
+		fib.tot_len = 64;
+	}
+	return bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) == BPF_FIB_LKUP_RET_SUCCESS ? XDP_PASS
+										    : XDP_ABORTED;
 }
 
 SEC("xdp")

@@ -32,6 +32,10 @@ pub const MAP_IPSEC_IN4: &str = "ipsec_in4";
 pub const MAP_IPSEC_OUT6: &str = "ipsec_out6";
 /// PERCPU_ARRAY, one entry: the fast path's next IPv4 identification.
 pub const MAP_IPV4_IDS: &str = "ipv4_ids";
+/// ARRAY, one entry: `struct fib_state` (the next-hop cache's generation and switches).
+pub const MAP_FIB_STATE: &str = "fib_state";
+/// LRU_HASH: `struct next_hop_key` → `struct next_hop` (remembered FIB answers).
+pub const MAP_NEXT_HOPS: &str = "next_hops";
 /// ARRAY, one entry: 1 while `br-daemon trace` runs.
 pub const MAP_TRACE_ON: &str = "trace_on";
 /// RINGBUF: `struct trace_event` records while a trace runs.

@@ -140,6 +140,23 @@ struct {
 	__type(value, __u32);
 } ipv4_ids SEC(".maps");
 
+/* The next-hop cache (struct fib_state, next_hop): bpf_fib_lookup is
+ * half of the fast path's cost; a remembered answer is valid until the
+ * daemon bumps the generation after a netlink change. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fib_state);
+} fib_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_NEXT_HOPS);
+	__type(key, struct next_hop_key);
+	__type(value, struct next_hop);
+} next_hops SEC(".maps");
+
 /* `br-daemon trace`: entry 0 is 1 while a trace runs. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -423,6 +440,57 @@ static __always_inline int needs_mss_clamp(const struct ipv6hdr *ip6, void *end,
 	return (void *)(flags + 1) > end || (*flags & 0x02);
 }
 
+/* bpf_fib_lookup (family, ifindex, addresses and tot_len set) through
+ * the next-hop cache: on success fib's ifindex, smac and dmac are the
+ * next hop's, as the helper leaves them. A remembered answer serves a
+ * packet no longer than the ones the kernel passed (its MTU check). The
+ * generation is read before the lookup: an answer that races a change
+ * is stored under the old generation, so never used. */
+static __always_inline int fib_lookup_cached(struct xdp_md *ctx, struct bpf_fib_lookup *fib)
+{
+	__u32 zero = 0;
+	struct fib_state *st = bpf_map_lookup_elem(&fib_state, &zero);
+	struct next_hop_key key = {};
+	struct next_hop fresh = {};
+	struct next_hop *hop = 0;
+	__u16 len = fib->tot_len;
+	__u64 generation;
+	int use, rc;
+
+	if (!st)
+		return bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+	generation = st->generation;
+	use = fib->family == AF_INET ? st->cache_ipv4 : st->cache_ipv6;
+	if (use) {
+		key.ifindex = fib->ifindex;
+		key.family = fib->family;
+		if (fib->family == AF_INET)
+			__builtin_memcpy(key.dst, &fib->ipv4_dst, 4);
+		else
+			__builtin_memcpy(key.dst, fib->ipv6_dst, 16);
+		hop = bpf_map_lookup_elem(&next_hops, &key);
+		if (hop && hop->generation == generation && len <= hop->max_len) {
+			fib->ifindex = hop->ifindex;
+			__builtin_memcpy(fib->smac, hop->smac, ETH_ALEN);
+			__builtin_memcpy(fib->dmac, hop->dmac, ETH_ALEN);
+			return BPF_FIB_LKUP_RET_SUCCESS;
+		}
+	}
+	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS || !use)
+		return rc;
+	fresh.generation = generation;
+	fresh.ifindex = fib->ifindex;
+	fresh.max_len = len;
+	if (hop && hop->generation == generation && hop->ifindex == fib->ifindex &&
+	    hop->max_len > len)
+		fresh.max_len = hop->max_len;
+	__builtin_memcpy(fresh.smac, fib->smac, ETH_ALEN);
+	__builtin_memcpy(fresh.dmac, fib->dmac, ETH_ALEN);
+	bpf_map_update_elem(&next_hops, &key, &fresh, BPF_ANY);
+	return rc;
+}
+
 static __always_inline int fast_egress_ok(__u32 ifindex)
 {
 	return bpf_map_lookup_elem(&fast_egress, &ifindex) != 0;
@@ -476,7 +544,7 @@ static __always_inline int route_to_ce(struct xdp_md *ctx, struct ipv6hdr *ip6, 
 	fib->ipv4_src = d->br_ipv4;
 	fib->ipv4_dst = *ce;
 	fib->ifindex = ctx->ingress_ifindex;
-	if (bpf_fib_lookup(ctx, fib, sizeof(*fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+	if (fib_lookup_cached(ctx, fib) != BPF_FIB_LKUP_RET_SUCCESS)
 		return decline(DECLINE_NO_NEXT_HOP);
 	if (!fast_egress_ok(fib->ifindex))
 		return decline(DECLINE_EGRESS);
@@ -632,7 +700,7 @@ static __always_inline int fast_decapsulate(struct xdp_md *ctx)
 	__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
 	__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
 	fib.ifindex = ctx->ingress_ifindex;
-	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+	if (fib_lookup_cached(ctx, &fib) != BPF_FIB_LKUP_RET_SUCCESS)
 		return decline(DECLINE_NO_NEXT_HOP);
 	if (!fast_egress_ok(fib.ifindex))
 		return decline(DECLINE_EGRESS);

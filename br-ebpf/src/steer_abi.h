@@ -21,6 +21,8 @@
 #define MAX_CE_ALLOW 8
 /* Bytes of each traced frame: Ethernet, IPv4, IPv6 and the next header. */
 #define MAX_TRACE_BYTES 128
+/* Next hops the fast path remembers (both families together). */
+#define MAX_NEXT_HOPS 131072
 /* Size of the trace ring buffer (a power of two pages). */
 #define MAX_TRACE_RING_BYTES 262144
 
@@ -101,6 +103,34 @@ struct trace_event {
 	__u32 stat;                   /* its STAT_* action */
 	__u32 len;                    /* frame length (0: bytes not captured) */
 	__u8 data[MAX_TRACE_BYTES];       /* its first bytes */
+};
+
+/* The next-hop cache's state, entry 0 of fib_state: the daemon bumps
+ * the generation on every rtnetlink change (routes, neighbours, links,
+ * addresses, rules), which invalidates every remembered next hop; and
+ * allows the cache per family only while the kernel's routing rules are
+ * its defaults (a rule on source or TOS would make the destination alone
+ * the wrong key). */
+struct fib_state {
+	__u64 generation;
+	__u32 cache_ipv4;             /* 1: IPv4 next hops may be remembered */
+	__u32 cache_ipv6;             /* 1: IPv6 next hops may be remembered */
+};
+
+/* A remembered next hop: by destination and ingress interface. */
+struct next_hop_key {
+	__u8 dst[16];                 /* IPv4: the first 4 bytes */
+	__u32 ifindex;                /* where the packet arrived */
+	__u32 family;                 /* AF_INET or AF_INET6 */
+};
+
+struct next_hop {
+	__u64 generation;             /* fib_state's when it was looked up */
+	__u32 ifindex;                /* the egress */
+	__u16 max_len;                /* the longest L3 length the lookup passed (MTU) */
+	__u8 smac[6];
+	__u8 dmac[6];
+	__u8 pad[6];
 };
 
 /* Key of the 6rd prefix LPM trie. */

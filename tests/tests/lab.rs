@@ -549,6 +549,27 @@ fn xdp_fast_path_carries_plain_traffic_and_leaves_the_rest_to_the_forwarder() {
         assert_eq!(n, 4, "ping {dst}\n{out}\n{}", lab.daemon_output());
         assert!(out.contains("ttl=63"), "{out}");
     }
+    // A neighbour changes (CE1's MAC, and the gateway's entry for it):
+    // the next hop the XDP program remembered is forgotten at once, and
+    // the next pings, on the fast path, reach the new MAC (CE1's kernel
+    // drops frames sent to another MAC).
+    let before = lab.counter("action", "fast-encap");
+    lab.ce1.sh("ip link set eth0 address 02:ce:00:00:01:99");
+    lab.gw.sh(&format!(
+        "ip neigh replace {CE1_V4} lladdr 02:ce:00:00:01:99 dev gw-wan nud permanent"
+    ));
+    let (n, out) = ping(&lab.lan, &format!("-6 -c 3 -i 0.2 {CE1_V6}"));
+    assert_eq!(
+        n,
+        3,
+        "LAN -> CE1 at its new MAC\n{out}\n{}",
+        lab.daemon_output()
+    );
+    assert!(
+        lab.counter("action", "fast-encap") >= before + 3,
+        "{}",
+        lab.metrics()
+    );
     let data = pseudo_random(2_000_000, 7);
     let got = tcp_transfer(&lab.ce1, CE1_V6, &lab.lan, data.clone());
     assert!(

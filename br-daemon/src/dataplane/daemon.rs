@@ -22,6 +22,7 @@ use super::anycast::Health;
 use super::counters::{self, Counters, Snapshot, Totals};
 use super::fib::{self, Fib};
 use super::interfaces::Interfaces;
+use super::next_hops;
 use super::publish::Published;
 use super::selfcheck::{self, SelfCheck};
 use super::slowpath::SlowPath;
@@ -329,6 +330,14 @@ pub fn run(config_path: &Path) -> Result<()> {
                         );
                     }
                 })?,
+        );
+    }
+    {
+        let (steering, fib, stop) = (Arc::clone(&steering), Arc::clone(&fib), Arc::clone(&stop));
+        threads.push(
+            std::thread::Builder::new()
+                .name("br-next-hops".into())
+                .spawn(move || next_hops::keep(steering, fib, stop))?,
         );
     }
     let running = Arc::new(Running {

@@ -254,6 +254,18 @@ impl Fib {
         self.lookup(None, IpAddr::V6(dst))
     }
 
+    /// Whether the routing rules of the family of `width` (32 or 128) are
+    /// the kernel's defaults (local, main, default): then a next hop
+    /// depends on the destination and the ingress alone, and the XDP
+    /// program may remember it.
+    pub fn default_rules(&self, width: u8) -> bool {
+        let defaults = fib_rules::default_rules(width);
+        self.rules
+            .iter()
+            .filter(|r| r.width == width)
+            .all(|r| defaults.contains(r))
+    }
+
     /// The kernel's IPsec policies as of this snapshot.
     pub fn ipsec(&self) -> &Ipsec {
         &self.ipsec
@@ -811,6 +823,81 @@ pub fn monitor(
         }
     }
     Ok(())
+}
+
+/// What one batch of rtnetlink notifications held.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Changes {
+    /// Something changed (or notifications were lost).
+    pub any: bool,
+    /// A routing rule was added or removed (or notifications were lost).
+    pub rules: bool,
+}
+
+/// Netconf groups (forwarding switched on or off) besides MONITOR_GROUPS.
+const NETCONF_GROUPS: u32 = (1 << (24 - 1)) | (1 << (25 - 1));
+
+/// Calls `batch` after every batch of rtnetlink notifications (links,
+/// neighbours, addresses, routes, rules, netconf), at once, and every
+/// 200 ms without any; until `stop`. For the XDP program's next-hop
+/// cache, whose every entry a change may have made stale.
+pub fn watch_changes(stop: Arc<AtomicBool>, mut batch: impl FnMut(Changes)) -> io::Result<()> {
+    let nl = Netlink::open(MONITOR_GROUPS | NETCONF_GROUPS)?;
+    let mut buf = vec![0u8; 1 << 16];
+    while !stop.load(Ordering::Relaxed) {
+        let mut pfd = libc::pollfd {
+            fd: nl.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 200) };
+        let changes = if ready > 0 {
+            drain_kinds(&nl, &mut buf)
+        } else {
+            Changes::default()
+        };
+        batch(changes);
+    }
+    Ok(())
+}
+
+/// Like [`drain`], telling rule changes apart.
+fn drain_kinds(nl: &Netlink, buf: &mut [u8]) -> Changes {
+    let mut changes = Changes::default();
+    loop {
+        // SAFETY: buf is live and writable for its length.
+        let n = unsafe {
+            libc::recv(
+                nl.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS) {
+                // Lost notifications: assume the worst.
+                changes = Changes {
+                    any: true,
+                    rules: true,
+                };
+                continue;
+            }
+            return changes;
+        }
+        changes.any = true;
+        let mut msgs = &buf[..n as usize];
+        while msgs.len() >= NLMSG_HDRLEN {
+            let len = u32::from_ne_bytes(msgs[0..4].try_into().expect("4 bytes")) as usize;
+            let kind = u16::from_ne_bytes(msgs[4..6].try_into().expect("2 bytes"));
+            changes.rules |= kind == fib_rules::RTM_NEWRULE || kind == fib_rules::RTM_DELRULE;
+            if len < NLMSG_HDRLEN {
+                break;
+            }
+            msgs = &msgs[len.next_multiple_of(4).min(msgs.len())..];
+        }
+    }
 }
 
 /// Reads everything queued on a monitoring socket; whether anything was.

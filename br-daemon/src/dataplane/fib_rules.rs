@@ -90,6 +90,7 @@ pub fn default_rules(width: u8) -> [Rule; 3] {
 }
 
 pub(super) const RTM_NEWRULE: u16 = 32;
+pub(super) const RTM_DELRULE: u16 = 33;
 pub(super) const RTM_GETRULE: u16 = 34;
 const FRA_DST: u16 = 1;
 const FRA_SRC: u16 = 2;

@@ -21,6 +21,7 @@ pub mod fib_index;
 pub mod fib_rules;
 #[cfg(feature = "dataplane")]
 pub mod interfaces;
+pub mod next_hops;
 #[cfg(feature = "dataplane")]
 pub mod publish;
 pub mod selfcheck;

@@ -34,6 +34,11 @@ impl<T> Published<T> {
             .clone()
     }
 
+    /// How many values were published so far (the first counts 1).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     /// A reader for one thread.
     pub fn reader(self: &Arc<Self>) -> Reader<T> {
         Reader {

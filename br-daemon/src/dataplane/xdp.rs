@@ -95,6 +95,20 @@ pub struct IfInfo {
 // 16 bytes, 4-aligned), so every bit pattern is valid.
 unsafe impl aya::Pod for IfInfo {}
 
+/// `struct fib_state` of steer_abi.h: the next-hop cache's generation and
+/// whether each family may remember next hops.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct FibState {
+    generation: u64,
+    cache_ipv4: u32,
+    cache_ipv6: u32,
+}
+
+// SAFETY: repr(C), integer fields only, no padding (8 + 4 + 4 = 16 bytes,
+// 8-aligned): every bit pattern is valid.
+unsafe impl aya::Pod for FibState {}
+
 /// The loaded program and its maps.
 pub struct Steering {
     ebpf: Ebpf,
@@ -410,6 +424,25 @@ impl Steering {
         self.trace_ring = Some(ring);
     }
 
+    /// The next-hop cache: a new generation, so that every next hop the
+    /// program remembered is looked up in the kernel again, and whether
+    /// each family may remember (the cache is off until this is called).
+    pub fn renew_next_hops(&mut self, cache_ipv4: bool, cache_ipv6: bool) -> Result<()> {
+        let mut map: Array<&mut MapData, FibState> = Array::try_from(
+            self.ebpf
+                .map_mut(br_ebpf::MAP_FIB_STATE)
+                .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_FIB_STATE))?,
+        )?;
+        let generation = map.get(&0, 0)?.generation.wrapping_add(1);
+        let state = FibState {
+            generation,
+            cache_ipv4: u32::from(cache_ipv4),
+            cache_ipv6: u32::from(cache_ipv6),
+        };
+        map.set(0, state, 0)?;
+        Ok(())
+    }
+
     /// The program, for BPF_PROG_TEST_RUN.
     pub fn program(&self) -> &Xdp {
         self.ebpf
@@ -429,6 +462,7 @@ fn maps_of(ebpf: &Ebpf) -> Result<Vec<(String, OwnedFd)>> {
             let data = match map {
                 Map::Array(d)
                 | Map::HashMap(d)
+                | Map::LruHashMap(d)
                 | Map::LpmTrie(d)
                 | Map::PerCpuArray(d)
                 | Map::RingBuf(d)

@@ -1197,7 +1197,7 @@ impl Ratios {
 
 fn report(
     results: &[(Scenario, Outcome)],
-    program: &[(&str, f64)],
+    program: &[(String, f64)],
     quick: bool,
     cpus: usize,
     took: Duration,
