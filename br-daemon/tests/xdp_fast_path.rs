@@ -546,6 +546,19 @@ fn remembered_next_hops_last_until_a_new_generation_and_only_up_to_their_length(
             WAN_ROUTER_MAC,
             "short ones still fast"
         );
+
+        // The egress leaves the fast path's set: remembered answers go too.
+        steering.set_fast_egress(&[lan]).unwrap();
+        let before = steering.declines()[br_ebpf::DECLINE_EGRESS as usize];
+        assert_eq!(
+            run_on(&steering, &encap, lan),
+            XDP_PASS,
+            "to the (absent) socket"
+        );
+        assert_eq!(
+            steering.declines()[br_ebpf::DECLINE_EGRESS as usize],
+            before + 1
+        );
     })
     .join()
     .unwrap();

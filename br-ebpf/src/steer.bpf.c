@@ -440,13 +440,20 @@ static __always_inline int needs_mss_clamp(const struct ipv6hdr *ip6, void *end,
 	return (void *)(flags + 1) > end || (*flags & 0x02);
 }
 
+static __always_inline int fast_egress_ok(__u32 ifindex)
+{
+	return bpf_map_lookup_elem(&fast_egress, &ifindex) != 0;
+}
+
 /* bpf_fib_lookup (family, ifindex, addresses and tot_len set) through
  * the next-hop cache: on success fib's ifindex, smac and dmac are the
- * next hop's, as the helper leaves them. A remembered answer serves a
+ * next hop's, as the helper leaves them, and *egress_ok whether the fast
+ * path may redirect there (fast_egress, remembered with the answer). A remembered answer serves a
  * packet no longer than the ones the kernel passed (its MTU check). The
  * generation is read before the lookup: an answer that races a change
  * is stored under the old generation, so never used. */
-static __always_inline int fib_lookup_cached(struct xdp_md *ctx, struct bpf_fib_lookup *fib)
+static __always_inline int fib_lookup_cached(struct xdp_md *ctx, struct bpf_fib_lookup *fib,
+					     int *egress_ok)
 {
 	__u32 zero = 0;
 	struct fib_state *st = bpf_map_lookup_elem(&fib_state, &zero);
@@ -457,8 +464,11 @@ static __always_inline int fib_lookup_cached(struct xdp_md *ctx, struct bpf_fib_
 	__u64 generation;
 	int use, rc;
 
-	if (!st)
-		return bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+	if (!st) {
+		rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+		*egress_ok = rc == BPF_FIB_LKUP_RET_SUCCESS && fast_egress_ok(fib->ifindex);
+		return rc;
+	}
 	generation = st->generation;
 	use = fib->family == AF_INET ? st->cache_ipv4 : st->cache_ipv6;
 	if (use) {
@@ -473,12 +483,15 @@ static __always_inline int fib_lookup_cached(struct xdp_md *ctx, struct bpf_fib_
 			fib->ifindex = hop->ifindex;
 			__builtin_memcpy(fib->smac, hop->smac, ETH_ALEN);
 			__builtin_memcpy(fib->dmac, hop->dmac, ETH_ALEN);
+			*egress_ok = hop->fast_egress;
 			return BPF_FIB_LKUP_RET_SUCCESS;
 		}
 	}
 	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+	*egress_ok = rc == BPF_FIB_LKUP_RET_SUCCESS && fast_egress_ok(fib->ifindex);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS || !use)
 		return rc;
+	fresh.fast_egress = *egress_ok;
 	fresh.generation = generation;
 	fresh.ifindex = fib->ifindex;
 	fresh.max_len = len;
@@ -489,11 +502,6 @@ static __always_inline int fib_lookup_cached(struct xdp_md *ctx, struct bpf_fib_
 	__builtin_memcpy(fresh.dmac, fib->dmac, ETH_ALEN);
 	bpf_map_update_elem(&next_hops, &key, &fresh, BPF_ANY);
 	return rc;
-}
-
-static __always_inline int fast_egress_ok(__u32 ifindex)
-{
-	return bpf_map_lookup_elem(&fast_egress, &ifindex) != 0;
 }
 
 static __always_inline int redirect_fast(struct xdp_md *ctx, __u32 ifindex, __u32 stat)
@@ -530,6 +538,8 @@ static __always_inline int route_to_ce(struct xdp_md *ctx, struct ipv6hdr *ip6, 
 				       const struct domain_info *d, struct bpf_fib_lookup *fib,
 				       __u32 *ce, __u8 *tc)
 {
+	int egress_ok;
+
 	*ce = ce_ipv4(&ip6->daddr, d);
 	if (martian_ipv4(*ce) || bpf_map_lookup_elem(&br_addrs, ce) || !ce_allowed(d, *ce))
 		return decline(DECLINE_NEEDS_RELAY);
@@ -544,9 +554,9 @@ static __always_inline int route_to_ce(struct xdp_md *ctx, struct ipv6hdr *ip6, 
 	fib->ipv4_src = d->br_ipv4;
 	fib->ipv4_dst = *ce;
 	fib->ifindex = ctx->ingress_ifindex;
-	if (fib_lookup_cached(ctx, fib) != BPF_FIB_LKUP_RET_SUCCESS)
+	if (fib_lookup_cached(ctx, fib, &egress_ok) != BPF_FIB_LKUP_RET_SUCCESS)
 		return decline(DECLINE_NO_NEXT_HOP);
-	if (!fast_egress_ok(fib->ifindex))
+	if (!egress_ok)
 		return decline(DECLINE_EGRESS);
 	return 0;
 }
@@ -653,6 +663,7 @@ static __always_inline int fast_decapsulate(struct xdp_md *ctx)
 	__u8 outer_ecn, inner_ecn;
 	__u32 *index;
 	__u32 len6;
+	int egress_ok;
 
 	if ((void *)(ip6 + 1) > end)
 		return decline(DECLINE_NEEDS_RELAY);
@@ -700,9 +711,9 @@ static __always_inline int fast_decapsulate(struct xdp_md *ctx)
 	__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
 	__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
 	fib.ifindex = ctx->ingress_ifindex;
-	if (fib_lookup_cached(ctx, &fib) != BPF_FIB_LKUP_RET_SUCCESS)
+	if (fib_lookup_cached(ctx, &fib, &egress_ok) != BPF_FIB_LKUP_RET_SUCCESS)
 		return decline(DECLINE_NO_NEXT_HOP);
-	if (!fast_egress_ok(fib.ifindex))
+	if (!egress_ok)
 		return decline(DECLINE_EGRESS);
 	if (bpf_xdp_adjust_head(ctx, (int)sizeof(struct iphdr)))
 		return decline(DECLINE_NEEDS_RELAY);

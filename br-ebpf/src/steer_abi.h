@@ -107,7 +107,8 @@ struct trace_event {
 
 /* The next-hop cache's state, entry 0 of fib_state: the daemon bumps
  * the generation on every rtnetlink change (routes, neighbours, links,
- * addresses, rules), which invalidates every remembered next hop; and
+ * addresses, rules) and fast_egress change, which invalidates every
+ * remembered next hop; and
  * allows the cache per family only while the kernel's routing rules are
  * its defaults (a rule on source or TOS would make the destination alone
  * the wrong key). */
@@ -130,7 +131,8 @@ struct next_hop {
 	__u16 max_len;                /* the longest L3 length the lookup passed (MTU) */
 	__u8 smac[6];
 	__u8 dmac[6];
-	__u8 pad[6];
+	__u8 fast_egress;             /* 1: the egress was in fast_egress (a change renews) */
+	__u8 pad[5];
 };
 
 /* Key of the 6rd prefix LPM trie. */

@@ -125,6 +125,8 @@ pub struct Steering {
     trace_ring: Option<RingBuf<MapData>>,
     /// Which half of the domain slots the trie points at now.
     generation: u32,
+    /// What the next-hop cache was last told (IPv4, IPv6).
+    next_hop_switches: (bool, bool),
 }
 
 impl Steering {
@@ -156,6 +158,7 @@ impl Steering {
             fast_egress,
             trace_ring: Some(trace_ring),
             generation: 0,
+            next_hop_switches: (false, false),
         };
         steering.set_domains(domains, fast)?;
         steering.seed_ipv4_ids()?;
@@ -400,7 +403,9 @@ impl Steering {
         for &i in ifindexes {
             self.fast_egress.insert(i, 1, 0)?;
         }
-        Ok(())
+        // The next-hop cache remembers whether an egress was in the set.
+        let (v4, v6) = self.next_hop_switches;
+        self.renew_next_hops(v4, v6)
     }
 
     /// Turns the XDP program's tracing on or off (`trace_on`).
@@ -440,6 +445,7 @@ impl Steering {
             cache_ipv6: u32::from(cache_ipv6),
         };
         map.set(0, state, 0)?;
+        self.next_hop_switches = (cache_ipv4, cache_ipv6);
         Ok(())
     }
 
