@@ -862,7 +862,7 @@ pub fn watch_changes(stop: Arc<AtomicBool>, mut batch: impl FnMut(Changes)) -> i
     Ok(())
 }
 
-/// Like [`drain`], telling rule changes apart.
+/// Reads everything queued on a monitoring socket: what it held.
 fn drain_kinds(nl: &Netlink, buf: &mut [u8]) -> Changes {
     let mut changes = Changes::default();
     loop {
@@ -875,15 +875,15 @@ fn drain_kinds(nl: &Netlink, buf: &mut [u8]) -> Changes {
                 libc::MSG_DONTWAIT,
             )
         };
-        if n < 0 {
-            if io::Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS) {
-                // Lost notifications: assume the worst.
-                changes = Changes {
-                    any: true,
-                    rules: true,
-                };
-                continue;
-            }
+        // An overrun (ENOBUFS) means notifications were lost: assume the worst.
+        if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS) {
+            changes = Changes {
+                any: true,
+                rules: true,
+            };
+            continue;
+        }
+        if n <= 0 {
             return changes;
         }
         changes.any = true;
@@ -900,29 +900,10 @@ fn drain_kinds(nl: &Netlink, buf: &mut [u8]) -> Changes {
     }
 }
 
-/// Reads everything queued on a monitoring socket; whether anything was.
+/// Reads everything queued on a monitoring socket; whether anything was
+/// (or was lost: then dump again).
 fn drain(nl: &Netlink, buf: &mut [u8]) -> bool {
-    let mut any = false;
-    loop {
-        // SAFETY: buf is live and writable for its length.
-        let n = unsafe {
-            libc::recv(
-                nl.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        // An overrun (ENOBUFS) means changes were lost: dump again.
-        if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS) {
-            any = true;
-            continue;
-        }
-        if n <= 0 {
-            return any;
-        }
-        any = true;
-    }
+    drain_kinds(nl, buf).any
 }
 
 /// One netlink attribute, padded: what [`attrs`] reads (for tests).
