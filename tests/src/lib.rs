@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub mod pktgen;
 pub mod vm;
 
 pub const LAN_SERVER: &str = "2001:db8:0:100:5054:1cff:fe93:3ea8";

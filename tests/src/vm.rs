@@ -46,7 +46,7 @@ impl GuestKernel {
 /// The modules a guest loads at boot, by name; their dependencies come
 /// from the kernel's own modules.dep, and ones built in are skipped.
 /// virtio_pci and virtio_net for the CE guests' NIC; the rest for a gateway: veth and tun
-/// (namespaces, the daemon's TUN), bridge (the VPC's subnet), sit (kernel CEs), ESP with static keys
+/// (namespaces, the daemon's TUN), bridge (the VPC's subnet), sit (kernel CEs), pktgen, ESP with static keys
 /// (esp4, xfrm_user for `ip xfrm`, authenc and echainiv for
 /// cbc(aes)+hmac(sha256)), xfrm interfaces and VTI.
 const MODULES: &[&str] = &[
@@ -57,6 +57,8 @@ const MODULES: &[&str] = &[
     "bridge",
     "tun",
     "sit",
+    // The kernel's packet generator (br-bench --generator pktgen; tests/tests/pktgen.rs).
+    "pktgen",
     "esp4",
     "xfrm_user",
     "xfrm_interface",

@@ -51,6 +51,10 @@ enum Task {
         /// Only the scenarios whose name contains this.
         #[arg(long)]
         only: Option<String>,
+        /// `pktgen`: the kernel's pktgen sends the IPv6 streams (needs
+        /// /proc/net/pktgen: `modprobe pktgen`); default: AF_XDP.
+        #[arg(long)]
+        generator: Option<String>,
     },
     /// Build the Debian package (cargo-deb) into target/debian/.
     Deb {
@@ -91,13 +95,20 @@ fn main() -> Result<()> {
                 package::build().map(|_| ())
             }
         }
-        Task::Bench { quick, only } => {
+        Task::Bench {
+            quick,
+            only,
+            generator,
+        } => {
             let mut args = Vec::new();
             if quick {
                 args.push("--quick".to_string());
             }
             if let Some(o) = only {
                 args.extend(["--only".to_string(), o]);
+            }
+            if let Some(g) = generator {
+                args.extend(["--generator".to_string(), g]);
             }
             run_lab_tool("br-bench", &[], &args, &["gnuplot-nox"])
         }
