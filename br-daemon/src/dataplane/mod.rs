@@ -16,14 +16,17 @@ pub mod daemon;
 pub mod ethtool;
 #[cfg(feature = "dataplane")]
 pub mod fib;
+#[cfg(feature = "dataplane")]
 pub mod fib_index;
 #[cfg(feature = "dataplane")]
 pub mod fib_rules;
 #[cfg(feature = "dataplane")]
 pub mod interfaces;
+#[cfg(feature = "dataplane")]
 pub mod next_hops;
 #[cfg(feature = "dataplane")]
 pub mod publish;
+#[cfg(feature = "dataplane")]
 pub mod selfcheck;
 #[cfg(feature = "dataplane")]
 pub mod slowpath;
