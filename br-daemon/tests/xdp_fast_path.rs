@@ -316,6 +316,9 @@ fn fast_path_forwards_exactly_what_the_relay_would_and_leaves_the_rest_untouched
         let mut steering = Steering::load(&domains, true).expect("load the XDP program");
         serve(&mut steering, &fib, lan, wan);
         steering.set_fast_egress(&[lan, wan]).unwrap();
+        // As the daemon runs it (default rules): the next-hop cache on, so
+        // most frames take remembered answers.
+        steering.renew_next_hops(true, true).unwrap();
         let relay = Relay::new(
             Domains::new(domains).unwrap(),
             IcmpRate {
