@@ -550,6 +550,35 @@ fn remembered_next_hops_last_until_a_new_generation_and_only_up_to_their_length(
             "short ones still fast"
         );
 
+        // A reload that no longer admits the CE: its remembered answer,
+        // which vouched for the domain's checks, goes with the old domains.
+        let mut spec = DomainSpec::new(
+            "vpc",
+            "2001:db8:0:f096::/64".parse().unwrap(),
+            0,
+            "10.255.255.222".parse().unwrap(),
+        );
+        spec.ce_ipv4_allow = vec!["10.97.0.0/16".parse().unwrap()];
+        let mut narrowed = domains();
+        narrowed[0] = Domain::new(&spec).unwrap().0;
+        // Twice: the second reload writes the domain slots of the first
+        // configuration again, where the answer was remembered.
+        for _ in 0..2 {
+            steering.set_domains(&narrowed, true).unwrap();
+            let before = steering.declines()[br_ebpf::DECLINE_NEEDS_RELAY as usize];
+            assert_eq!(run_on(&steering, &encap, lan), XDP_PASS, "not admitted");
+            assert_eq!(
+                steering.declines()[br_ebpf::DECLINE_NEEDS_RELAY as usize],
+                before + 1
+            );
+        }
+        steering.set_domains(&domains(), true).unwrap();
+        assert_eq!(
+            redirected(&steering, &encap, lan)[..6],
+            WAN_ROUTER_MAC,
+            "admitted again"
+        );
+
         // The egress leaves the fast path's set: remembered answers go too.
         steering.set_fast_egress(&[lan]).unwrap();
         let before = steering.declines()[br_ebpf::DECLINE_EGRESS as usize];
@@ -634,6 +663,15 @@ fn ipsec_policies_keep_covered_packets_off_the_fast_path() {
         let mut steering = Steering::load(&domains(), true).unwrap();
         serve(&mut steering, &fib, lan, wan);
         steering.set_fast_egress(&[lan, wan]).unwrap();
+        // With the next-hop cache on, a CE's answer remembered before the
+        // policies came must not outlive them.
+        steering.renew_next_hops(true, true).unwrap();
+        let covered = frame(&plain_spec(false, 0x0a60_0164));
+        assert_eq!(
+            run_on(&steering, &covered, lan),
+            XDP_REDIRECT,
+            "before the policies"
+        );
         let ipsec = Ipsec::new([vpc_policy(Direction::Out), vpc_policy(Direction::In)]);
         let br = ["10.255.255.222".parse().unwrap()];
         steering.set_ipsec(&ipsec, &br).unwrap();

@@ -445,62 +445,76 @@ static __always_inline int fast_egress_ok(__u32 ifindex)
 	return bpf_map_lookup_elem(&fast_egress, &ifindex) != 0;
 }
 
-/* bpf_fib_lookup (family, ifindex, addresses and tot_len set) through
- * the next-hop cache: on success fib's ifindex, smac and dmac are the
- * next hop's, as the helper leaves them, and *egress_ok whether the fast
- * path may redirect there (fast_egress, remembered with the answer). A remembered answer serves a
- * packet no longer than the ones the kernel passed (its MTU check). The
- * generation is read before the lookup: an answer that races a change
- * is stored under the old generation, so never used. */
-static __always_inline int fib_lookup_cached(struct xdp_md *ctx, struct bpf_fib_lookup *fib,
-					     int *egress_ok)
+/* A next-hop cache lookup in progress: its key, the generation read
+ * before anything else (an answer that races a change is stored under
+ * the old one, so never used), and the entry found. */
+struct nh_lookup {
+	struct next_hop_key key;
+	struct next_hop *hop;
+	__u64 generation;
+	int use;
+};
+
+/* Whether the cache holds a current answer for `fib` (family, ifindex,
+ * destination and tot_len set) under `tag`: then fib's ifindex, smac
+ * and dmac are the next hop's, as the helper would leave them, and
+ * *egress_ok whether the fast path may redirect there. A remembered
+ * answer serves a packet no longer than the ones the kernel passed (its
+ * MTU check). */
+static __always_inline int next_hop_remembered(struct bpf_fib_lookup *fib, __u32 tag,
+					       struct nh_lookup *l, int *egress_ok)
 {
 	__u32 zero = 0;
 	struct fib_state *st = bpf_map_lookup_elem(&fib_state, &zero);
-	struct next_hop_key key = {};
-	struct next_hop fresh = {};
-	struct next_hop *hop = 0;
-	__u16 len = fib->tot_len;
-	__u64 generation;
-	int use, rc;
+	struct next_hop *hop;
 
-	if (!st) {
-		rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
-		*egress_ok = rc == BPF_FIB_LKUP_RET_SUCCESS && fast_egress_ok(fib->ifindex);
-		return rc;
-	}
-	generation = st->generation;
-	use = fib->family == AF_INET ? st->cache_ipv4 : st->cache_ipv6;
-	if (use) {
-		key.ifindex = fib->ifindex;
-		key.family = fib->family;
-		if (fib->family == AF_INET)
-			__builtin_memcpy(key.dst, &fib->ipv4_dst, 4);
-		else
-			__builtin_memcpy(key.dst, fib->ipv6_dst, 16);
-		hop = bpf_map_lookup_elem(&next_hops, &key);
-		if (hop && hop->generation == generation && len <= hop->max_len) {
-			fib->ifindex = hop->ifindex;
-			__builtin_memcpy(fib->smac, hop->smac, ETH_ALEN);
-			__builtin_memcpy(fib->dmac, hop->dmac, ETH_ALEN);
-			*egress_ok = hop->fast_egress;
-			return BPF_FIB_LKUP_RET_SUCCESS;
-		}
-	}
-	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+	if (!st)
+		return 0;
+	l->generation = st->generation;
+	l->use = fib->family == AF_INET ? st->cache_ipv4 : st->cache_ipv6;
+	if (!l->use)
+		return 0;
+	l->key.ifindex = fib->ifindex;
+	l->key.family = fib->family;
+	l->key.tag = tag;
+	if (fib->family == AF_INET)
+		__builtin_memcpy(l->key.dst, &fib->ipv4_dst, 4);
+	else
+		__builtin_memcpy(l->key.dst, fib->ipv6_dst, 16);
+	hop = bpf_map_lookup_elem(&next_hops, &l->key);
+	l->hop = hop;
+	if (!hop || hop->generation != l->generation || fib->tot_len > hop->max_len)
+		return 0;
+	fib->ifindex = hop->ifindex;
+	__builtin_memcpy(fib->smac, hop->smac, ETH_ALEN);
+	__builtin_memcpy(fib->dmac, hop->dmac, ETH_ALEN);
+	*egress_ok = hop->fast_egress;
+	return 1;
+}
+
+/* bpf_fib_lookup after next_hop_remembered missed; a success (and
+ * whether its egress is in fast_egress) is remembered. */
+static __always_inline int next_hop_ask(struct xdp_md *ctx, struct bpf_fib_lookup *fib,
+					struct nh_lookup *l, int *egress_ok)
+{
+	struct next_hop fresh = {};
+	struct next_hop *hop = l->hop;
+	__u16 len = fib->tot_len;
+	int rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+
 	*egress_ok = rc == BPF_FIB_LKUP_RET_SUCCESS && fast_egress_ok(fib->ifindex);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS || !use)
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS || !l->use)
 		return rc;
 	fresh.fast_egress = *egress_ok;
-	fresh.generation = generation;
+	fresh.generation = l->generation;
 	fresh.ifindex = fib->ifindex;
 	fresh.max_len = len;
-	if (hop && hop->generation == generation && hop->ifindex == fib->ifindex &&
+	if (hop && hop->generation == l->generation && hop->ifindex == fib->ifindex &&
 	    hop->max_len > len)
 		fresh.max_len = hop->max_len;
 	__builtin_memcpy(fresh.smac, fib->smac, ETH_ALEN);
 	__builtin_memcpy(fresh.dmac, fib->dmac, ETH_ALEN);
-	bpf_map_update_elem(&next_hops, &key, &fresh, BPF_ANY);
+	bpf_map_update_elem(&next_hops, &l->key, &fresh, BPF_ANY);
 	return rc;
 }
 
@@ -535,17 +549,15 @@ static __always_inline void write_outer_ipv4(struct iphdr *ip, __u8 tc, __u16 le
 /* The CE an IPv6 packet of domain `d` goes to, its outer TOS and the
  * next hop: 0, or DECLINED (counted) when the relay must handle it. */
 static __always_inline int route_to_ce(struct xdp_md *ctx, struct ipv6hdr *ip6, __u16 len6,
-				       const struct domain_info *d, struct bpf_fib_lookup *fib,
-				       __u32 *ce, __u8 *tc)
+				       const struct domain_info *d, __u32 index,
+				       struct bpf_fib_lookup *fib, __u32 *ce, __u8 *tc)
 {
-	int egress_ok;
+	struct nh_lookup l = {};
+	int egress_ok = 0;
 
 	*ce = ce_ipv4(&ip6->daddr, d);
-	if (martian_ipv4(*ce) || bpf_map_lookup_elem(&br_addrs, ce) || !ce_allowed(d, *ce))
+	if (martian_ipv4(*ce))
 		return decline(DECLINE_NEEDS_RELAY);
-	/* A redirected frame never meets xfrm: IPsec is the kernel's. */
-	if (ipsec_covers4(&ipsec_out4, *ce))
-		return decline(DECLINE_IPSEC);
 	*tc = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
 	fib->family = AF_INET;
 	fib->tos = *tc;
@@ -554,8 +566,18 @@ static __always_inline int route_to_ce(struct xdp_md *ctx, struct ipv6hdr *ip6, 
 	fib->ipv4_src = d->br_ipv4;
 	fib->ipv4_dst = *ce;
 	fib->ifindex = ctx->ingress_ifindex;
-	if (fib_lookup_cached(ctx, fib, &egress_ok) != BPF_FIB_LKUP_RET_SUCCESS)
-		return decline(DECLINE_NO_NEXT_HOP);
+	/* Remembered for this CE of this domain (`index`), the answer also
+	 * vouches for the checks below: only a reload or an IPsec change can
+	 * change their outcome, and both renew the generation. */
+	if (!next_hop_remembered(fib, index, &l, &egress_ok)) {
+		if (bpf_map_lookup_elem(&br_addrs, ce) || !ce_allowed(d, *ce))
+			return decline(DECLINE_NEEDS_RELAY);
+		/* A redirected frame never meets xfrm: IPsec is the kernel's. */
+		if (ipsec_covers4(&ipsec_out4, *ce))
+			return decline(DECLINE_IPSEC);
+		if (next_hop_ask(ctx, fib, &l, &egress_ok) != BPF_FIB_LKUP_RET_SUCCESS)
+			return decline(DECLINE_NO_NEXT_HOP);
+	}
 	if (!egress_ok)
 		return decline(DECLINE_EGRESS);
 	return 0;
@@ -603,7 +625,7 @@ static __always_inline int fast_encapsulate(struct xdp_md *ctx, __u32 index)
 		return decline(DECLINE_NEEDS_RELAY);
 	if (needs_mss_clamp(ip6, end, d))
 		return decline(DECLINE_TCP_MSS);
-	if (route_to_ce(ctx, ip6, len6, d, &fib, &ce, &tc))
+	if (route_to_ce(ctx, ip6, len6, d, index, &fib, &ce, &tc))
 		return DECLINED;
 	if (bpf_xdp_adjust_head(ctx, -(int)sizeof(struct iphdr)))
 		return decline(DECLINE_NEEDS_RELAY);
@@ -640,7 +662,7 @@ static __always_inline int fast_hairpin(struct xdp_md *ctx, struct ethhdr *eth, 
 		return decline(DECLINE_NEEDS_RELAY);
 	if (needs_mss_clamp(ip6, (void *)(long)ctx->data_end, d))
 		return decline(DECLINE_TCP_MSS);
-	if (route_to_ce(ctx, ip6, len6, d, &fib, &ce, &tc))
+	if (route_to_ce(ctx, ip6, len6, d, index, &fib, &ce, &tc))
 		return DECLINED;
 	write_eth(eth, &fib, ETH_P_IP);
 	write_outer_ipv4(ip, tc, len6, d, ce);
@@ -663,7 +685,8 @@ static __always_inline int fast_decapsulate(struct xdp_md *ctx)
 	__u8 outer_ecn, inner_ecn;
 	__u32 *index;
 	__u32 len6;
-	int egress_ok;
+	struct nh_lookup l = {};
+	int egress_ok = 0;
 
 	if ((void *)(ip6 + 1) > end)
 		return decline(DECLINE_NEEDS_RELAY);
@@ -711,7 +734,8 @@ static __always_inline int fast_decapsulate(struct xdp_md *ctx)
 	__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
 	__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
 	fib.ifindex = ctx->ingress_ifindex;
-	if (fib_lookup_cached(ctx, &fib, &egress_ok) != BPF_FIB_LKUP_RET_SUCCESS)
+	if (!next_hop_remembered(&fib, NEXT_HOP_NATIVE, &l, &egress_ok) &&
+	    next_hop_ask(ctx, &fib, &l, &egress_ok) != BPF_FIB_LKUP_RET_SUCCESS)
 		return decline(DECLINE_NO_NEXT_HOP);
 	if (!egress_ok)
 		return decline(DECLINE_EGRESS);

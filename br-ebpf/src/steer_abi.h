@@ -107,8 +107,9 @@ struct trace_event {
 
 /* The next-hop cache's state, entry 0 of fib_state: the daemon bumps
  * the generation on every rtnetlink change (routes, neighbours, links,
- * addresses, rules) and fast_egress change, which invalidates every
- * remembered next hop; and
+ * addresses, rules), fast_egress change, reload and IPsec change, which
+ * invalidates every remembered next hop (and the per-CE checks a CE's
+ * entry vouches for); and
  * allows the cache per family only while the kernel's routing rules are
  * its defaults (a rule on source or TOS would make the destination alone
  * the wrong key). */
@@ -118,11 +119,16 @@ struct fib_state {
 	__u32 cache_ipv6;             /* 1: IPv6 next hops may be remembered */
 };
 
-/* A remembered next hop: by destination and ingress interface. */
+/* The tag of next hops to native destinations (decapsulated packets). */
+#define NEXT_HOP_NATIVE 0xffffffff
+
+/* A remembered next hop: by destination and ingress interface, and for a
+ * CE (IPv4) the domain index whose checks it passed. */
 struct next_hop_key {
 	__u8 dst[16];                 /* IPv4: the first 4 bytes */
 	__u32 ifindex;                /* where the packet arrived */
 	__u32 family;                 /* AF_INET or AF_INET6 */
+	__u32 tag;                    /* a CE's domain index, or NEXT_HOP_NATIVE */
 };
 
 struct next_hop {

@@ -242,7 +242,8 @@ impl Steering {
         for k in old.into_iter().filter(|k| !wanted.contains(k)) {
             brs.remove(&k)?;
         }
-        Ok(())
+        // A CE's remembered next hop vouches for its domain's checks.
+        self.renew_next_hops(self.next_hop_switches.0, self.next_hop_switches.1)
     }
 
     /// Attaches to an interface; the link lives as long as `self`. In
@@ -389,7 +390,8 @@ impl Steering {
                 replace_trie(LpmTrie::<_, [u8; 16], u8>::try_from(data)?, keys.collect())?;
             }
         }
-        Ok(())
+        // A CE's remembered next hop vouches it is not under a policy.
+        self.renew_next_hops(self.next_hop_switches.0, self.next_hop_switches.1)
     }
 
     /// Makes `ifindexes` the interfaces the fast path may redirect to.
@@ -404,8 +406,7 @@ impl Steering {
             self.fast_egress.insert(i, 1, 0)?;
         }
         // The next-hop cache remembers whether an egress was in the set.
-        let (v4, v6) = self.next_hop_switches;
-        self.renew_next_hops(v4, v6)
+        self.renew_next_hops(self.next_hop_switches.0, self.next_hop_switches.1)
     }
 
     /// Turns the XDP program's tracing on or off (`trace_on`).
