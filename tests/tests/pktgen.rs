@@ -90,13 +90,7 @@ fn pktgen_sends_the_encap_stream_the_sink_counts() {
             "({ip} netns exec sink tcpdump -n -Q in -c 400 -i sink0 ip6 and udp > /tmp/sample 2>/dev/null &) ; sleep 2"
         ),
     );
-    let before: u64 = must(
-        &mut vm,
-        &format!("{ip} netns exec sink cat /sys/class/net/sink0/statistics/rx_packets"),
-    )
-    .trim()
-    .parse()
-    .unwrap();
+    let before = rx(&mut vm);
     must(
         &mut vm,
         &format!("{ip} netns exec gen sh -c \"echo start > /proc/net/pktgen/pgctrl\""),
@@ -106,13 +100,7 @@ fn pktgen_sends_the_encap_stream_the_sink_counts() {
         &format!("{ip} netns exec gen cat /proc/net/pktgen/gen0"),
     );
     assert_eq!(pktgen::sent(&status), Some(COUNT), "{status}");
-    let after: u64 = must(
-        &mut vm,
-        &format!("{ip} netns exec sink cat /sys/class/net/sink0/statistics/rx_packets"),
-    )
-    .trim()
-    .parse()
-    .unwrap();
+    let after = rx(&mut vm);
     // gen0 has no IPv6 of its own (no DAD, MLD or RS): only pktgen sends.
     assert_eq!(after - before, COUNT, "the sink counts what pktgen sent");
 

@@ -139,8 +139,8 @@ impl NextHop {
 #[derive(Clone, Debug, Default)]
 pub struct Fib {
     routes: Vec<Route>,
-    /// The routes' longest-prefix index, built at the first lookup;
-    /// whatever changes `routes` resets it.
+    /// The routes' longest-prefix index, built with a kernel snapshot (or
+    /// at the first lookup); whatever changes `routes` resets it.
     index: OnceLock<RouteIndex>,
     neighbours: HashMap<(u32, IpAddr), Mac, FastHash>,
     link_macs: HashMap<u32, Mac, FastHash>,
@@ -760,6 +760,8 @@ pub fn snapshot() -> io::Result<Fib> {
         })?;
     }
     fib.rules.sort_by_key(|r| r.priority);
+    // Here, in the netlink thread, not at a worker's first packet.
+    fib.index.get_or_init(|| RouteIndex::new(&fib.routes));
     Ok(fib)
 }
 

@@ -3,7 +3,7 @@
 //! so a lookup costs a probe per distinct length instead of a scan of
 //! every route (the scan was three quarters of the AF_XDP worker's
 //! instructions per packet with a hundred routes: docs/benchmarks.md).
-//! Built once per snapshot, on its first lookup.
+//! Built once per snapshot, before the snapshot is published.
 
 use std::collections::HashMap;
 

@@ -25,7 +25,7 @@ pub const THREAD: &str = "afxdp-bare";
 /// A running bare forwarder; stopped when dropped.
 pub struct Bare {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Result<u64>>>,
+    thread: Option<JoinHandle<Result<()>>>,
 }
 
 impl Bare {
@@ -34,15 +34,15 @@ impl Bare {
     pub fn start(gw: &Netns, cpu: usize, macs: ([u8; 6], [u8; 6])) -> Result<Bare> {
         let stop = Arc::new(AtomicBool::new(false));
         let (flag, (ready_tx, ready_rx)) = (Arc::clone(&stop), std::sync::mpsc::channel());
-        let thread = gw.spawn_in(move || -> Result<u64> {
+        let thread = gw.spawn_in(move || -> Result<()> {
             super::pin(cpu);
             set_thread_name(THREAD);
             match setup() {
                 Ok((ebpf, umem, sockets)) => {
                     let _ = ready_tx.send(Ok(()));
-                    let n = forward(umem, sockets, macs, &flag);
+                    forward(umem, sockets, macs, &flag);
                     drop(ebpf);
-                    Ok(n)
+                    Ok(())
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(format!("{e:#}")));
@@ -102,13 +102,13 @@ fn setup() -> Result<(Ebpf, Umem, [XskSocket; 2])> {
     Ok((ebpf, umem, [rx, tx]))
 }
 
-/// The worker's loop without the relay. Returns the frames forwarded.
+/// The worker's loop without the relay (the sink counts what it sends).
 fn forward(
     mut umem: Umem,
     mut sockets: [XskSocket; 2],
     (sink_mac, out_mac): ([u8; 6], [u8; 6]),
     stop: &AtomicBool,
-) -> u64 {
+) {
     let mut free: Vec<u64> = (0..umem.frames())
         .map(|i| u64::from(i * FRAME_SIZE))
         .collect();
@@ -121,7 +121,6 @@ fn forward(
         events: libc::POLLIN,
         revents: 0,
     };
-    let mut forwarded = 0u64;
     while !stop.load(Ordering::Relaxed) {
         for s in &mut sockets {
             s.complete(&mut free, usize::MAX);
@@ -146,7 +145,6 @@ fn forward(
                 .iter()
                 .map(|(a, _)| a & !u64::from(FRAME_SIZE - 1)),
         );
-        forwarded += sent as u64;
         tx.clear();
         let mut pending = false;
         if sockets[1].tx_pending() > 0 {
@@ -158,7 +156,6 @@ fn forward(
             unsafe { libc::poll(&mut pollfd, 1, 50) };
         }
     }
-    forwarded
 }
 
 fn set_thread_name(name: &str) {

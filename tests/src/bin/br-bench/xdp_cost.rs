@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use aya::maps::{Array, MapData};
 use aya::programs::{TestRun, TestRunOptions};
 use br_daemon::dataplane::fib;
@@ -88,26 +88,46 @@ fn median_run(
 ) -> Result<f64> {
     let mut buf = vec![0u8; 2048];
     let len = write_frame(&mut buf, in_mac, stream, Size::Min, 0, 0);
-    let mut md = [0u8; 24];
-    md[4..8].copy_from_slice(&(len as u32).to_ne_bytes());
-    md[12..16].copy_from_slice(&in0.to_ne_bytes());
     let (stats, declines) = (steering.stats(), steering.declines());
+    median_ns(
+        steering.program(),
+        &buf[..len],
+        in0,
+        XDP_REDIRECT,
+        |action| {
+            let moved = |a: Vec<u64>, b: &[u64]| -> Vec<usize> {
+                (0..a.len()).filter(|&i| a[i] != b[i]).collect()
+            };
+            anyhow::anyhow!(
+            "{name}: the fast path did not take the frame (XDP action {action}; stats moved {:?}, declines {:?})",
+            moved(steering.stats(), &stats),
+            moved(steering.declines(), &declines)
+        )
+        },
+    )
+}
+
+/// The median run time of RUNS runs of `program` on `frame` arriving on
+/// in0, one BPF_PROG_TEST_RUN call each, every one ending in `want`
+/// (else the error `wrong` makes of the action).
+fn median_ns(
+    program: &aya::programs::Xdp,
+    frame: &[u8],
+    in0: u32,
+    want: u32,
+    wrong: impl Fn(u32) -> anyhow::Error,
+) -> Result<f64> {
+    let mut md = [0u8; 24];
+    md[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+    md[12..16].copy_from_slice(&in0.to_ne_bytes());
     let mut times = Vec::with_capacity(RUNS as usize);
     for _ in 0..RUNS {
         let mut opts = TestRunOptions::new();
-        opts.data_in = Some(&buf[..len]);
+        opts.data_in = Some(frame);
         opts.ctx_in = Some(&md);
-        let run = steering.program().test_run(opts).context("test run")?;
-        if run.return_value != XDP_REDIRECT {
-            let moved = |a: Vec<u64>, b: Vec<u64>| -> Vec<usize> {
-                (0..a.len()).filter(|&i| a[i] != b[i]).collect()
-            };
-            bail!(
-                "{name}: the fast path did not take the frame (XDP action {}; stats moved {:?}, declines {:?})",
-                run.return_value,
-                moved(steering.stats(), stats),
-                moved(steering.declines(), declines)
-            );
+        let run = program.test_run(opts).context("test run")?;
+        if run.return_value != want {
+            return Err(wrong(run.return_value));
         }
         times.push(run.duration.as_nanos() as u64);
     }
@@ -138,21 +158,7 @@ fn bench_program(program: &str, in0: u32, dst: Option<IpAddr>) -> Result<f64> {
     }
     let p: &mut aya::programs::Xdp = e.program_mut(program).context("program")?.try_into()?;
     p.load()?;
-    let frame = [0u8; 64];
-    let mut md = [0u8; 24];
-    md[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-    md[12..16].copy_from_slice(&in0.to_ne_bytes());
-    let mut times = Vec::with_capacity(RUNS as usize);
-    for _ in 0..RUNS {
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(&frame);
-        opts.ctx_in = Some(&md);
-        let run = p.test_run(opts)?;
-        if run.return_value != XDP_PASS {
-            bail!("{program} {dst:?}: XDP action {}", run.return_value);
-        }
-        times.push(run.duration.as_nanos() as u64);
-    }
-    times.sort_unstable();
-    Ok(times[times.len() / 2] as f64)
+    median_ns(p, &[0u8; 64], in0, XDP_PASS, |action| {
+        anyhow::anyhow!("{program} {dst:?}: XDP action {action}")
+    })
 }
