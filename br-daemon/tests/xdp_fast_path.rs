@@ -307,12 +307,39 @@ fn without_id(frame: &[u8]) -> Vec<u8> {
 
 #[test]
 fn fast_path_forwards_exactly_what_the_relay_would_and_leaves_the_rest_untouched() {
-    std::thread::spawn(|| {
+    // Three domains: the program compares BR addresses and prefixes one by
+    // one (few_sets).
+    assert!(domains().len() <= br_ebpf::MAX_FEW as usize);
+    forwards_what_the_relay_would(domains());
+}
+
+#[test]
+fn with_more_domains_than_few_the_maps_give_the_same_answers() {
+    // Two more domains (and BR addresses) than MAX_FEW allows: the
+    // program looks them up in br_addrs and sixrd_prefixes instead.
+    let mut domains = domains();
+    for i in 0..2u8 {
+        let spec = DomainSpec::new(
+            "spare",
+            format!("2001:dba:{i}::/48").parse().unwrap(),
+            16,
+            format!("172.17.{i}.1").parse().unwrap(),
+        );
+        domains.push(Domain::new(&spec).unwrap().0);
+    }
+    assert!(domains.len() > br_ebpf::MAX_FEW as usize);
+    forwards_what_the_relay_would(domains);
+}
+
+/// The differential test: random frames of the first three `domains`
+/// through the program and through the relay give the same bytes, or
+/// the program leaves them untouched to the forwarder.
+fn forwards_what_the_relay_would(domains: Vec<Domain>) {
+    std::thread::spawn(move || {
         // SAFETY: unshare affects this thread only, which ends with the test.
         let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
         assert_eq!(r, 0, "unshare (root needed)");
         let (lan, wan, fib) = network();
-        let domains = domains();
         let mut steering = Steering::load(&domains, true).expect("load the XDP program");
         serve(&mut steering, &fib, lan, wan);
         steering.set_fast_egress(&[lan, wan]).unwrap();

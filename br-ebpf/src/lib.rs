@@ -15,6 +15,11 @@ pub const MAP_IF_INFO: &str = "if_info";
 pub const MAP_BR_ADDRS: &str = "br_addrs";
 /// LPM_TRIE: 6rd prefix → domain index.
 pub const MAP_SIXRD_PREFIXES: &str = "sixrd_prefixes";
+/// ARRAY, two copies: `struct few_sets` (BR addresses and 6rd prefixes
+/// compared one by one when there are few).
+pub const MAP_FEW_SETS: &str = "few_sets";
+/// ARRAY, one entry: which copy of `few_sets` the program reads.
+pub const MAP_FEW_CURRENT: &str = "few_current";
 /// PERCPU_ARRAY: counters by `STAT_*` index.
 pub const MAP_STATS: &str = "stats";
 /// ARRAY: domain index → `struct domain_info` (the fast path's parameters).
@@ -34,7 +39,7 @@ pub const MAP_IPSEC_OUT6: &str = "ipsec_out6";
 pub const MAP_IPV4_IDS: &str = "ipv4_ids";
 /// ARRAY, one entry: `struct fib_state` (the next-hop cache's generation and switches).
 pub const MAP_FIB_STATE: &str = "fib_state";
-/// LRU_HASH: `struct next_hop_key` → `struct next_hop` (remembered FIB answers).
+/// ARRAY, direct-mapped by the key's hash: `struct next_hop_slot` (remembered FIB answers).
 pub const MAP_NEXT_HOPS: &str = "next_hops";
 /// ARRAY, one entry: 1 while `br-daemon trace` runs.
 pub const MAP_TRACE_ON: &str = "trace_on";

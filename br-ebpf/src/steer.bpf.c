@@ -72,6 +72,21 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } sixrd_prefixes SEC(".maps");
 
+/* struct few_sets, two copies; few_current[0] is the one in use. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct few_sets);
+} few_sets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} few_current SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, STAT_COUNT);
@@ -150,11 +165,14 @@ struct {
 	__type(value, struct fib_state);
 } fib_state SEC(".maps");
 
+/* Direct-mapped by the key's hash: an array lookup the verifier inlines,
+ * where a hash map costs a helper call and jhash per packet. A slot two
+ * keys share holds the last one asked. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MAX_NEXT_HOPS);
-	__type(key, struct next_hop_key);
-	__type(value, struct next_hop);
+	__type(key, __u32);
+	__type(value, struct next_hop_slot);
 } next_hops SEC(".maps");
 
 /* `br-daemon trace`: entry 0 is 1 while a trace runs. */
@@ -186,6 +204,71 @@ static __always_inline __u32 bounded_len(__u16 be_len, __u32 add)
 
 	asm volatile("%[v] &= 0xffff" : [v] "+r"(v));
 	return v + add;
+}
+
+static __always_inline const struct few_sets *few(void)
+{
+	__u32 zero = 0, *current = bpf_map_lookup_elem(&few_current, &zero);
+	__u32 which;
+
+	if (!current)
+		return 0;
+	which = *current & 1;
+	return bpf_map_lookup_elem(&few_sets, &which);
+}
+
+/* Whether `addr_be` is a BR address: compared with each when few,
+ * else looked up. */
+static __always_inline int is_br_addr(__u32 addr_be)
+{
+	const struct few_sets *f = few();
+
+	if (!f)
+		return 0;
+	if (f->br_count > MAX_FEW)
+		return bpf_map_lookup_elem(&br_addrs, &addr_be) != 0;
+	/* Without branches: clang cannot unroll the loop with an early return. */
+	int hit = 0;
+
+#pragma unroll
+	for (int i = 0; i < MAX_FEW; i++)
+		hit |= (i < f->br_count) & (f->br[i] == addr_be);
+	return hit;
+}
+
+/* The domain index of the longest 6rd prefix holding `a`, or -1. */
+static __always_inline long sixrd_domain(const struct in6_addr *a)
+{
+	const struct few_sets *f = few();
+	struct lpm_v6_key key = { .prefixlen = 128 };
+	__u64 hi, lo;
+	__u32 *index;
+
+	if (!f)
+		return -1;
+	if (f->prefix_count > MAX_FEW) {
+		__builtin_memcpy(key.addr, a, sizeof(key.addr));
+		index = bpf_map_lookup_elem(&sixrd_prefixes, &key);
+		/* (long): u32 ? u32 : -1 would be unsigned, never negative. */
+		return index ? (long)*index : -1;
+	}
+	__builtin_memcpy(&hi, a, 8);
+	__builtin_memcpy(&lo, (const __u8 *)a + 8, 8);
+#pragma unroll
+	for (int i = 0; i < MAX_FEW; i++) {
+		const struct few_prefix *p = &f->prefixes[i];
+		__u64 net_hi, net_lo, mask_hi, mask_lo;
+
+		if (i >= f->prefix_count)
+			break;
+		__builtin_memcpy(&net_hi, p->net, 8);
+		__builtin_memcpy(&net_lo, p->net + 8, 8);
+		__builtin_memcpy(&mask_hi, p->mask, 8);
+		__builtin_memcpy(&mask_lo, p->mask + 8, 8);
+		if ((hi & mask_hi) == net_hi && (lo & mask_lo) == net_lo)
+			return p->index;
+	}
+	return -1;
 }
 
 /* While `br-daemon trace` runs (trace_on[0] = 1), each frame's final
@@ -342,10 +425,7 @@ static __always_inline int same_ipv6(const struct in6_addr *a, const __u8 *b)
 
 static __always_inline int in_any_prefix(const struct in6_addr *a)
 {
-	struct lpm_v6_key key = { .prefixlen = 128 };
-
-	__builtin_memcpy(key.addr, a, sizeof(key.addr));
-	return bpf_map_lookup_elem(&sixrd_prefixes, &key) != 0;
+	return sixrd_domain(a) >= 0;
 }
 
 /* The CE IPv4 address an address of the domain embeds (RFC 5969 §7.1.1):
@@ -447,13 +527,49 @@ static __always_inline int fast_egress_ok(__u32 ifindex)
 
 /* A next-hop cache lookup in progress: its key, the generation read
  * before anything else (an answer that races a change is stored under
- * the old one, so never used), and the entry found. */
+ * the old one, so never used), its slot and the entry found there. */
+_Static_assert(MAX_NEXT_HOPS == 1 << NEXT_HOP_SLOT_BITS, "slots by the hash's top bits");
+_Static_assert(sizeof(struct next_hop_key) == 28 && sizeof(struct next_hop) == 32,
+	       "the hash and check read them as 64-bit words");
+
 struct nh_lookup {
 	struct next_hop_key key;
-	struct next_hop *hop;
+	struct next_hop_slot seen;
+	struct next_hop_slot *slot;
 	__u64 generation;
+	__u64 key_hash;
 	int use;
+	int found;
 };
+
+/* Independent multiplies (no chain): the hash of a key and the check of
+ * a slot cost a few cycles. The constants are odd 64-bit ones. */
+static __always_inline __u64 next_hop_key_hash(const struct next_hop_key *k)
+{
+	const __u64 *w = (const __u64 *)k;
+	__u64 last = k->tag;
+
+	return w[0] * 0x9e3779b97f4a7c15ULL + w[1] * 0xc2b2ae3d27d4eb4fULL +
+	       w[2] * 0x165667b19e3779f9ULL + last * 0xd6e8feb86659fd93ULL;
+}
+
+static __always_inline __u32 next_hop_check(__u64 key_hash, const struct next_hop *h)
+{
+	const __u64 *w = (const __u64 *)h;
+	__u64 c = 0x2545f4914f6cdd1dULL + key_hash + w[0] * 0xff51afd7ed558ccdULL +
+		  w[1] * 0xc4ceb9fe1a85ec53ULL + w[2] * 0x9fb21c651e98df25ULL +
+		  w[3] * 0x8cb92ba72f3d8dd7ULL;
+
+	return (__u32)(c >> 32) ^ (__u32)c;
+}
+
+static __always_inline int same_next_hop_key(const struct next_hop_key *a,
+					     const struct next_hop_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && a->tag == b->tag;
+}
 
 /* Whether the cache holds a current answer for `fib` (family, ifindex,
  * destination and tot_len set) under `tag`: then fib's ifindex, smac
@@ -464,9 +580,9 @@ struct nh_lookup {
 static __always_inline int next_hop_remembered(struct bpf_fib_lookup *fib, __u32 tag,
 					       struct nh_lookup *l, int *egress_ok)
 {
-	__u32 zero = 0;
+	__u32 zero = 0, index;
 	struct fib_state *st = bpf_map_lookup_elem(&fib_state, &zero);
-	struct next_hop *hop;
+	const struct next_hop *hop = &l->seen.hop;
 
 	if (!st)
 		return 0;
@@ -481,9 +597,16 @@ static __always_inline int next_hop_remembered(struct bpf_fib_lookup *fib, __u32
 		__builtin_memcpy(l->key.dst, &fib->ipv4_dst, 4);
 	else
 		__builtin_memcpy(l->key.dst, fib->ipv6_dst, 16);
-	hop = bpf_map_lookup_elem(&next_hops, &l->key);
-	l->hop = hop;
-	if (!hop || hop->generation != l->generation || fib->tot_len > hop->max_len)
+	l->key_hash = next_hop_key_hash(&l->key);
+	index = l->key_hash >> (64 - NEXT_HOP_SLOT_BITS);
+	l->slot = bpf_map_lookup_elem(&next_hops, &index);
+	if (!l->slot)
+		return 0;
+	/* A copy, checked whole: another CPU may be rewriting the slot. */
+	__builtin_memcpy(&l->seen, l->slot, sizeof(l->seen));
+	l->found = same_next_hop_key(&l->seen.key, &l->key) &&
+		   next_hop_check(l->key_hash, hop) == l->seen.check;
+	if (!l->found || hop->generation != l->generation || fib->tot_len > hop->max_len)
 		return 0;
 	fib->ifindex = hop->ifindex;
 	__builtin_memcpy(fib->smac, hop->smac, ETH_ALEN);
@@ -497,24 +620,26 @@ static __always_inline int next_hop_remembered(struct bpf_fib_lookup *fib, __u32
 static __always_inline int next_hop_ask(struct xdp_md *ctx, struct bpf_fib_lookup *fib,
 					struct nh_lookup *l, int *egress_ok)
 {
-	struct next_hop fresh = {};
-	struct next_hop *hop = l->hop;
+	struct next_hop_slot fresh = {};
+	const struct next_hop *old = &l->seen.hop;
 	__u16 len = fib->tot_len;
 	int rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
 
 	*egress_ok = rc == BPF_FIB_LKUP_RET_SUCCESS && fast_egress_ok(fib->ifindex);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS || !l->use)
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS || !l->use || !l->slot)
 		return rc;
-	fresh.fast_egress = *egress_ok;
-	fresh.generation = l->generation;
-	fresh.ifindex = fib->ifindex;
-	fresh.max_len = len;
-	if (hop && hop->generation == l->generation && hop->ifindex == fib->ifindex &&
-	    hop->max_len > len)
-		fresh.max_len = hop->max_len;
-	__builtin_memcpy(fresh.smac, fib->smac, ETH_ALEN);
-	__builtin_memcpy(fresh.dmac, fib->dmac, ETH_ALEN);
-	bpf_map_update_elem(&next_hops, &l->key, &fresh, BPF_ANY);
+	fresh.key = l->key;
+	fresh.hop.fast_egress = *egress_ok;
+	fresh.hop.generation = l->generation;
+	fresh.hop.ifindex = fib->ifindex;
+	fresh.hop.max_len = len;
+	if (l->found && old->generation == l->generation && old->ifindex == fib->ifindex &&
+	    old->max_len > len)
+		fresh.hop.max_len = old->max_len;
+	__builtin_memcpy(fresh.hop.smac, fib->smac, ETH_ALEN);
+	__builtin_memcpy(fresh.hop.dmac, fib->dmac, ETH_ALEN);
+	fresh.check = next_hop_check(l->key_hash, &fresh.hop);
+	__builtin_memcpy(l->slot, &fresh, sizeof(fresh));
 	return rc;
 }
 
@@ -570,7 +695,7 @@ static __always_inline int route_to_ce(struct xdp_md *ctx, struct ipv6hdr *ip6, 
 	 * vouches for the checks below: only a reload or an IPsec change can
 	 * change their outcome, and both renew the generation. */
 	if (!next_hop_remembered(fib, index, &l, &egress_ok)) {
-		if (bpf_map_lookup_elem(&br_addrs, ce) || !ce_allowed(d, *ce))
+		if (is_br_addr(*ce) || !ce_allowed(d, *ce))
 			return decline(DECLINE_NEEDS_RELAY);
 		/* A redirected frame never meets xfrm: IPsec is the kernel's. */
 		if (ipsec_covers4(&ipsec_out4, *ce))
@@ -679,11 +804,11 @@ static __always_inline int fast_decapsulate(struct xdp_md *ctx)
 	struct iphdr *ip = data + sizeof(struct ethhdr);
 	struct ipv6hdr *ip6 = (void *)(ip + 1);
 	struct bpf_fib_lookup fib = {};
-	struct lpm_v6_key key = { .prefixlen = 128 };
 	struct domain_info *d;
 	struct ethhdr *eth;
 	__u8 outer_ecn, inner_ecn;
-	__u32 *index;
+	long found;
+	__u32 index;
 	__u32 len6;
 	struct nh_lookup l = {};
 	int egress_ok = 0;
@@ -695,7 +820,7 @@ static __always_inline int fast_decapsulate(struct xdp_md *ctx)
 	if (ip->version != 4 || ip->ihl != 5 || ipv4_header_sum(ip) != 0 ||
 	    (void *)ip + bounded_len(ip->tot_len, 0) != end)
 		return decline(DECLINE_NEEDS_RELAY);
-	if (martian_ipv4(ip->saddr) || bpf_map_lookup_elem(&br_addrs, &ip->saddr))
+	if (martian_ipv4(ip->saddr) || is_br_addr(ip->saddr))
 		return decline(DECLINE_NEEDS_RELAY);
 	len6 = bounded_len(ip6->payload_len, sizeof(*ip6));
 	if (ip6->version != 6 || ip6->payload_len == 0 || (void *)ip6 + len6 != end)
@@ -703,11 +828,11 @@ static __always_inline int fast_decapsulate(struct xdp_md *ctx)
 	if (ip6->hop_limit <= 1 || martian_ipv6(&ip6->saddr) || martian_ipv6(&ip6->daddr))
 		return decline(DECLINE_NEEDS_RELAY);
 	/* RFC 5969 §12: the inner source embeds the outer source. */
-	__builtin_memcpy(key.addr, &ip6->saddr, sizeof(key.addr));
-	index = bpf_map_lookup_elem(&sixrd_prefixes, &key);
-	if (!index)
+	found = sixrd_domain(&ip6->saddr);
+	if (found < 0)
 		return decline(DECLINE_NEEDS_RELAY);
-	d = bpf_map_lookup_elem(&domains, index);
+	index = found;
+	d = bpf_map_lookup_elem(&domains, &index);
 	if (!d || !d->fast)
 		return decline(DECLINE_DISABLED);
 	if (ce_ipv4(&ip6->saddr, d) != ip->saddr || ip->daddr != d->br_ipv4 ||
@@ -720,23 +845,25 @@ static __always_inline int fast_decapsulate(struct xdp_md *ctx)
 		return decline(DECLINE_NEEDS_RELAY);
 	if (needs_mss_clamp(ip6, end, d))
 		return decline(DECLINE_TCP_MSS);
-	/* To another CE: hairpin. */
-	__builtin_memcpy(key.addr, &ip6->daddr, sizeof(key.addr));
-	index = bpf_map_lookup_elem(&sixrd_prefixes, &key);
-	if (index)
-		return fast_hairpin(ctx, data, ip, ip6, len6, *index);
-
-	if (ipsec_covers6(&ip6->daddr))
-		return decline(DECLINE_IPSEC);
 	fib.family = AF_INET6;
 	fib.l4_protocol = ip6->nexthdr;
 	fib.tot_len = len6;
 	__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
 	__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
 	fib.ifindex = ctx->ingress_ifindex;
-	if (!next_hop_remembered(&fib, NEXT_HOP_NATIVE, &l, &egress_ok) &&
-	    next_hop_ask(ctx, &fib, &l, &egress_ok) != BPF_FIB_LKUP_RET_SUCCESS)
-		return decline(DECLINE_NO_NEXT_HOP);
+	/* A native destination's remembered answer also vouches that it is
+	 * in no 6rd prefix and no outbound IPsec policy covers it: only a
+	 * reload or an IPsec change alters that, and both renew it. */
+	if (!next_hop_remembered(&fib, NEXT_HOP_NATIVE, &l, &egress_ok)) {
+		/* To another CE: hairpin. */
+		found = sixrd_domain(&ip6->daddr);
+		if (found >= 0)
+			return fast_hairpin(ctx, data, ip, ip6, len6, found);
+		if (ipsec_covers6(&ip6->daddr))
+			return decline(DECLINE_IPSEC);
+		if (next_hop_ask(ctx, &fib, &l, &egress_ok) != BPF_FIB_LKUP_RET_SUCCESS)
+			return decline(DECLINE_NO_NEXT_HOP);
+	}
 	if (!egress_ok)
 		return decline(DECLINE_EGRESS);
 	if (bpf_xdp_adjust_head(ctx, (int)sizeof(struct iphdr)))
@@ -759,16 +886,14 @@ static __always_inline int fast_decapsulate(struct xdp_md *ctx)
 static __always_inline int steer_ipv6(struct xdp_md *ctx, struct ethhdr *eth, void *end)
 {
 	struct ipv6hdr *ip6 = (void *)(eth + 1);
-	struct lpm_v6_key key = { .prefixlen = 128 };
 	const struct if_info *in;
-	__u32 *index;
+	long index;
 	int action;
 
 	if ((void *)(ip6 + 1) > end)
 		return count(ctx, STAT_PASS_TRUNCATED, XDP_PASS);
-	__builtin_memcpy(key.addr, &ip6->daddr, sizeof(key.addr));
-	index = bpf_map_lookup_elem(&sixrd_prefixes, &key);
-	if (!index)
+	index = sixrd_domain(&ip6->daddr);
+	if (index < 0)
 		return count(ctx, STAT_PASS_IPV6_OTHER, XDP_PASS);
 	in = ingress(ctx);
 	if (!in)
@@ -776,7 +901,7 @@ static __always_inline int steer_ipv6(struct xdp_md *ctx, struct ethhdr *eth, vo
 	action = foreign_mac(eth, in);
 	if (action >= 0)
 		return refuse_foreign(ctx, action);
-	action = fast_encapsulate(ctx, *index);
+	action = fast_encapsulate(ctx, index);
 	if (action != DECLINED)
 		return action;
 	return steer(ctx, in, STAT_REDIRECT_IPV6);
@@ -816,7 +941,7 @@ static __always_inline int steer_ipv4(struct xdp_md *ctx, struct ethhdr *eth, vo
 	if ((void *)(ip + 1) > end)
 		return count(ctx, STAT_PASS_TRUNCATED, XDP_PASS);
 	daddr = ip->daddr;
-	if (!bpf_map_lookup_elem(&br_addrs, &daddr))
+	if (!is_br_addr(daddr))
 		return count(ctx, STAT_PASS_IPV4_OTHER, XDP_PASS);
 	if (ip->protocol == IPPROTO_IPV6) {
 		in = ingress(ctx);

@@ -21,8 +21,14 @@
 #define MAX_CE_ALLOW 8
 /* Bytes of each traced frame: Ethernet, IPv4, IPv6 and the next header. */
 #define MAX_TRACE_BYTES 128
-/* Next hops the fast path remembers (both families together). */
+/* Slots of the next-hop cache (both families together; a power of two:
+ * the slot is the top bits of the key's hash). */
+#define NEXT_HOP_SLOT_BITS 17
 #define MAX_NEXT_HOPS 131072
+/* BR addresses and 6rd prefixes the program compares one by one (struct
+ * few_sets) instead of looking them up in br_addrs and sixrd_prefixes:
+ * with this many or fewer, a few compares beat a hash or trie lookup. */
+#define MAX_FEW 4
 /* Size of the trace ring buffer (a power of two pages). */
 #define MAX_TRACE_RING_BYTES 262144
 
@@ -139,6 +145,35 @@ struct next_hop {
 	__u8 dmac[6];
 	__u8 fast_egress;             /* 1: the egress was in fast_egress (a change renews) */
 	__u8 pad[5];
+};
+
+/* A slot of the direct-mapped next-hop cache: any CPU may write it, so
+ * `check` (a hash of every other field) tells a whole entry from one
+ * two CPUs wrote at once, which counts as empty. */
+struct next_hop_slot {
+	struct next_hop_key key;
+	__u32 check;
+	struct next_hop hop;
+};
+
+/* A 6rd prefix of few_sets: the address matches when addr & mask == net
+ * (network byte order, compared 64 bits at a time). */
+struct few_prefix {
+	__u8 net[16];
+	__u8 mask[16];
+	__u32 index;                  /* its domain, as sixrd_prefixes gives */
+	__u32 pad;
+};
+
+/* The BR addresses and 6rd prefixes when there are at most MAX_FEW of
+ * each; a count above MAX_FEW sends the program to the maps. Two copies
+ * (few_sets entries 0 and 1): the daemon writes the one few_current does
+ * not name, then names it, so a packet never sees half a reload. */
+struct few_sets {
+	__u32 br_count;
+	__u32 prefix_count;
+	__u32 br[MAX_FEW];            /* network byte order */
+	struct few_prefix prefixes[MAX_FEW]; /* longest first: the first match is the longest */
 };
 
 /* Key of the 6rd prefix LPM trie. */

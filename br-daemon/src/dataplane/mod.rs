@@ -45,6 +45,8 @@ pub mod xdp_egress;
 #[cfg(feature = "dataplane")]
 pub mod xdp_features;
 #[cfg(feature = "dataplane")]
+pub mod xdp_few;
+#[cfg(feature = "dataplane")]
 pub mod xfrm;
 #[cfg(feature = "dataplane")]
 pub mod xsk;

@@ -21,6 +21,7 @@ use ipnet::IpNet;
 
 use super::ethtool;
 use super::xdp_dev_bound::{self, DevBound};
+use super::xdp_few::FewSets;
 use super::xfrm::{Direction, Ipsec};
 use crate::config::XdpMode as ConfigMode;
 use crate::relay::Domain;
@@ -242,8 +243,27 @@ impl Steering {
         for k in old.into_iter().filter(|k| !wanted.contains(k)) {
             brs.remove(&k)?;
         }
+        self.set_few(FewSets::of(domains, slot), generation % 2)?;
         // A CE's remembered next hop vouches for its domain's checks.
         self.renew_next_hops(self.next_hop_switches.0, self.next_hop_switches.1)
+    }
+
+    /// Writes `sets` to copy `which` of `few_sets`, then makes it the one
+    /// the program reads (the other copy may be in use until then).
+    fn set_few(&mut self, sets: FewSets, which: u32) -> Result<()> {
+        let mut copies: Array<&mut MapData, FewSets> = Array::try_from(
+            self.ebpf
+                .map_mut(br_ebpf::MAP_FEW_SETS)
+                .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_FEW_SETS))?,
+        )?;
+        copies.set(which, sets, 0)?;
+        let mut current: Array<&mut MapData, u32> = Array::try_from(
+            self.ebpf
+                .map_mut(br_ebpf::MAP_FEW_CURRENT)
+                .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_FEW_CURRENT))?,
+        )?;
+        current.set(0, which, 0)?;
+        Ok(())
     }
 
     /// Attaches to an interface; the link lives as long as `self`. In
