@@ -29,6 +29,8 @@ pub mod publish;
 #[cfg(feature = "dataplane")]
 pub mod selfcheck;
 #[cfg(feature = "dataplane")]
+pub mod slow_send;
+#[cfg(feature = "dataplane")]
 pub mod slowpath;
 #[cfg(feature = "dataplane")]
 pub mod tracer;

@@ -16,7 +16,7 @@
 //! removes it with its addresses and routes.
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::Command;
 
@@ -24,6 +24,7 @@ use anyhow::{bail, Context, Result};
 
 use std::sync::Mutex;
 
+use super::slow_send;
 use super::tun_addresses::TunAddresses;
 use crate::relay::Domain;
 
@@ -149,7 +150,7 @@ pub enum Handoff {
 
 impl Handoff {
     /// The index of this reason's send socket.
-    fn socket(self) -> usize {
+    pub(super) fn socket(self) -> usize {
         match self {
             Handoff::Ipsec | Handoff::Route => 0,
             Handoff::Neighbour => 1,
@@ -209,14 +210,22 @@ impl SlowPath {
             send_only_protocol41_socket()?,
             send_only_protocol41_socket()?,
         ];
-        // IPPROTO_RAW on IPv6 implies IPV6_HDRINCL.
+        // IPPROTO_RAW on IPv6 implies IPV6_HDRINCL. IPV6_FREEBIND: each
+        // packet names its own source (a CE's) in IPV6_PKTINFO.
         let raw6 = || {
-            raw_socket(
+            let fd = raw_socket(
                 libc::AF_INET6,
                 libc::SOCK_NONBLOCK,
                 libc::IPPROTO_RAW,
                 "raw IPv6 socket",
-            )
+            )?;
+            set_int_option(
+                &fd,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_FREEBIND,
+                "IPV6_FREEBIND",
+            )?;
+            Ok::<_, io::Error>(fd)
         };
         let out6 = [raw6()?, raw6()?];
         let slow = SlowPath {
@@ -345,75 +354,41 @@ impl SlowPath {
         cvt(n as libc::c_int, "write to TUN").map(drop)
     }
 
-    /// Hands a complete IPv4 packet to the kernel to route. The packet's
-    /// own source goes along as IP_PKTINFO: a header-included raw socket's
-    /// flow otherwise carries the source the route picks (the WAN
-    /// address), and an IPsec policy for the BR address would not match.
+    /// Hands a complete IPv4 packet to the kernel to route (its own
+    /// source goes along as IP_PKTINFO: see [`slow_send::send_many`]).
     pub fn send_ipv4(&self, packet: &[u8], dst: Ipv4Addr, via: Handoff) -> io::Result<()> {
-        // SAFETY: zeroed sockaddr_in is valid; fields set below.
-        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        sa.sin_family = libc::AF_INET as u16;
-        sa.sin_addr.s_addr = u32::from(dst).to_be();
-        let src = packet
-            .get(12..16)
-            .map_or([0; 4], |s| s.try_into().expect("4 bytes"));
-        // SAFETY: zeroed in_pktinfo is valid; the source is set below.
-        let mut info: libc::in_pktinfo = unsafe { std::mem::zeroed() };
-        info.ipi_spec_dst.s_addr = u32::from_ne_bytes(src);
-        const SPACE: usize = 32;
-        // SAFETY: CMSG_SPACE is a pure size computation.
-        let space =
-            unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) } as usize;
-        debug_assert!(space <= SPACE);
-        let mut control = [0u64; SPACE / 8];
-        let mut iov = libc::iovec {
-            iov_base: packet.as_ptr() as *mut libc::c_void,
-            iov_len: packet.len(),
-        };
-        // SAFETY: zeroed msghdr is valid; every pointer set below is live
-        // for the call.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_name = (&mut sa as *mut libc::sockaddr_in).cast();
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space;
-        // SAFETY: msg_control points at `control`, large enough for one
-        // cmsg of an in_pktinfo (checked above), so CMSG_FIRSTHDR is non-null
-        // and its data area holds the in_pktinfo.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::IPPROTO_IP;
-            (*cmsg).cmsg_type = libc::IP_PKTINFO;
-            (*cmsg).cmsg_len =
-                libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize;
-            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::in_pktinfo>(), info);
-        }
-        let fd = self.out4[via.socket()].as_raw_fd();
-        // SAFETY: msg and everything it points at are live.
-        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT) };
-        cvt(n as libc::c_int, "sendmsg raw IPv4").map(drop)
+        self.send_one(packet, IpAddr::V4(dst), via)
     }
 
     /// Hands a complete IPv6 packet to the kernel to route.
     pub fn send_ipv6(&self, packet: &[u8], dst: Ipv6Addr, via: Handoff) -> io::Result<()> {
-        // SAFETY: zeroed sockaddr_in6 is valid; fields set below.
-        let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-        sa.sin6_family = libc::AF_INET6 as u16;
-        sa.sin6_addr.s6_addr = dst.octets();
-        // SAFETY: packet and sa are live and sized as passed.
-        let n = unsafe {
-            libc::sendto(
-                self.out6[via.socket()].as_raw_fd(),
-                packet.as_ptr().cast(),
-                packet.len(),
-                libc::MSG_DONTWAIT,
-                (&sa as *const libc::sockaddr_in6).cast(),
-                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-            )
+        self.send_one(packet, IpAddr::V6(dst), via)
+    }
+
+    fn send_one(&self, packet: &[u8], dst: IpAddr, via: Handoff) -> io::Result<()> {
+        let mut result = Ok(());
+        self.send_many(via, &[(packet, dst)], |_, r| result = r);
+        result
+    }
+
+    /// Hands complete packets of one family to the kernel to route, in
+    /// order, on `via`'s socket; `done(i, result)` for packet `i`.
+    pub fn send_many(
+        &self,
+        via: Handoff,
+        packets: &[(&[u8], IpAddr)],
+        done: impl FnMut(usize, io::Result<()>),
+    ) {
+        let Some(&(_, first)) = packets.first() else {
+            return;
         };
-        cvt(n as libc::c_int, "sendto raw IPv6").map(drop)
+        debug_assert!(packets.iter().all(|p| p.1.is_ipv4() == first.is_ipv4()));
+        let sockets = if first.is_ipv4() {
+            &self.out4
+        } else {
+            &self.out6
+        };
+        slow_send::send_many(sockets[via.socket()].as_raw_fd(), packets, done);
     }
 }
 

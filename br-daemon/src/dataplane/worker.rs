@@ -18,6 +18,7 @@ use super::counters::{Counters, Io};
 use super::fib::{Fib, NextHop};
 use super::interfaces::Interfaces;
 use super::publish::Reader;
+use super::slow_send::KernelBatch;
 pub use super::slowpath::Handoff;
 use super::slowpath::SlowPath;
 use super::tracer::{self, Tracer};
@@ -308,6 +309,8 @@ impl Worker {
             .collect();
         let ifindexes: Vec<u32> = self.ports.iter().map(|p| p.ifindex).collect();
         let mut rx = [(0u64, 0u32); BATCH];
+        // Packets for the kernel, copied out of their frames.
+        let mut kernel = KernelBatch::default();
         let mut pollfds: Vec<libc::pollfd> = self
             .ports
             .iter()
@@ -380,10 +383,11 @@ impl Worker {
                         p.tx_paths.push(path);
                         continue;
                     }
-                    deliver_elsewhere(&self.slow, &self.counters, chunk, (d, path));
+                    kernel.deliver(&self.slow, &self.counters, chunk, (d, path));
                     free.push(base);
                 }
             }
+            kernel.flush(&self.slow, &self.counters);
             self.counters.tcp_mss(state.take_mss_events());
             let mut tx_pending = false;
             for p in &mut self.ports {
@@ -458,7 +462,7 @@ pub fn deliver_elsewhere(slow: &SlowPath, counters: &Counters, chunk: &[u8], rou
     }
 }
 
-fn kernel_io(via: Handoff) -> Io {
+pub(super) fn kernel_io(via: Handoff) -> Io {
     match via {
         Handoff::Ipsec => Io::SentKernelIpsec,
         Handoff::Neighbour | Handoff::Route => Io::SentKernel,
@@ -480,6 +484,7 @@ pub fn run_slow_path(
     let epoch = Instant::now();
     let mut state = relay.get().worker_state(u16::MAX);
     let mut buf = vec![0u8; HEADROOM + 65536];
+    let mut kernel = KernelBatch::default();
     let mut fds = [
         libc::pollfd {
             fd: slow.tun_fd(),
@@ -568,9 +573,10 @@ pub fn run_slow_path(
                         &buf,
                     ));
                 }
-                deliver_elsewhere(&slow, &counters, &buf, routed);
+                kernel.deliver(&slow, &counters, &buf, routed);
             }
         }
+        kernel.flush(&slow, &counters);
         counters.tcp_mss(state.take_mss_events());
     }
 }
