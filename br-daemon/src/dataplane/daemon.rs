@@ -25,9 +25,10 @@ use super::interfaces::Interfaces;
 use super::next_hops;
 use super::publish::Published;
 use super::selfcheck::{self, SelfCheck};
+use super::slow_thread;
 use super::slowpath::SlowPath;
 use super::tracer::{self, TraceSources, Tracer};
-use super::worker::{self, Port, Worker};
+use super::worker::{Port, Worker};
 use super::xdp::Steering;
 use super::xdp_egress::EgressProbe;
 use super::xfrm;
@@ -312,7 +313,15 @@ pub fn run(config_path: &Path) -> Result<()> {
             std::thread::Builder::new()
                 .name("br-slow-path".into())
                 .spawn(move || {
-                    worker::run_slow_path(slow, interfaces, relay, fib, slow_counters, stop, tracer)
+                    slow_thread::run_slow_path(
+                        slow,
+                        interfaces,
+                        relay,
+                        fib,
+                        slow_counters,
+                        stop,
+                        tracer,
+                    )
                 })?,
         );
     }

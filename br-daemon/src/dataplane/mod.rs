@@ -31,6 +31,8 @@ pub mod selfcheck;
 #[cfg(feature = "dataplane")]
 pub mod slow_send;
 #[cfg(feature = "dataplane")]
+pub mod slow_thread;
+#[cfg(feature = "dataplane")]
 pub mod slowpath;
 #[cfg(feature = "dataplane")]
 pub mod tracer;

@@ -133,6 +133,9 @@ pub fn ip(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Protocol-41 packets read per `recvmmsg` (SlowPath::read_raw41_many).
+pub const RECV_BATCH: usize = 16;
+
 /// Why a relayed packet is handed to the kernel. Each reason has its own
 /// send socket: a packet to a neighbour that is not resolved yet waits in
 /// the kernel (up to the ARP/ND timeout) charged to its socket's send
@@ -308,43 +311,51 @@ impl SlowPath {
         read(self.tun.as_raw_fd(), buf)
     }
 
-    /// Reads one protocol-41 packet (with its IPv4 header) the host
-    /// received: its length and the interface it arrived on (IP_PKTINFO;
-    /// for IPsec, the interface the kernel decrypted it on).
-    pub fn read_raw41(&self, buf: &mut [u8]) -> io::Result<(usize, u32)> {
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
+    /// Reads up to [`RECV_BATCH`] protocol-41 packets (with their IPv4
+    /// headers) the host received, with one `recvmmsg`: packet `i` into
+    /// `bufs[i][offset..]`, and `got[i]` its length and the interface it
+    /// arrived on (IP_PKTINFO; for IPsec, the one the kernel decrypted it
+    /// on). Returns how many (0: none waiting, or an error).
+    pub fn read_raw41_many(
+        &self,
+        bufs: &mut [Vec<u8>],
+        offset: usize,
+        got: &mut [(usize, u32)],
+    ) -> usize {
+        let n = bufs.len().min(got.len()).min(RECV_BATCH);
+        // SAFETY: an all-zero iovec is valid (null base, zero length).
+        let mut iovs: [libc::iovec; RECV_BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: an all-zero mmsghdr is valid (null pointers, zero lengths).
+        let mut msgs: [libc::mmsghdr; RECV_BATCH] = unsafe { std::mem::zeroed() };
+        let mut controls = [[0u64; 8]; RECV_BATCH];
+        for (i, buf) in bufs.iter_mut().take(n).enumerate() {
+            let room = &mut buf[offset..];
+            iovs[i] = libc::iovec {
+                iov_base: room.as_mut_ptr().cast(),
+                iov_len: room.len(),
+            };
+            let hdr = &mut msgs[i].msg_hdr;
+            hdr.msg_iov = &mut iovs[i];
+            hdr.msg_iovlen = 1;
+            hdr.msg_control = controls[i].as_mut_ptr().cast();
+            hdr.msg_controllen = std::mem::size_of_val(&controls[i]);
+        }
+        // SAFETY: msgs[..n] are initialised mmsghdrs whose buffers
+        // (bufs, iovs, controls) are live and writable for the call.
+        let r = unsafe {
+            libc::recvmmsg(
+                self.raw41.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
         };
-        let mut control = [0u64; 8];
-        // SAFETY: zeroed msghdr is valid; every pointer set below is live
-        // for the call.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control);
-        // SAFETY: msg and everything it points at are live.
-        let n = unsafe { libc::recvmsg(self.raw41.as_raw_fd(), &mut msg, 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
+        let r = usize::try_from(r).unwrap_or(0);
+        for (slot, msg) in got.iter_mut().zip(&msgs[..r]) {
+            *slot = (msg.msg_len as usize, pktinfo_ifindex(&msg.msg_hdr));
         }
-        let mut ifindex = 0;
-        // SAFETY: the kernel filled msg_control with msg_controllen bytes of
-        // cmsgs; CMSG_FIRSTHDR/NXTHDR stay within them and an IP_PKTINFO
-        // cmsg's data is an in_pktinfo (read unaligned).
-        unsafe {
-            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-            while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::IPPROTO_IP && (*cmsg).cmsg_type == libc::IP_PKTINFO {
-                    let info: libc::in_pktinfo =
-                        std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                    ifindex = info.ipi_ifindex as u32;
-                }
-                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-            }
-        }
-        Ok((n as usize, ifindex))
+        r
     }
 
     /// Delivers an IPv6 packet to the host's own stack.
@@ -390,6 +401,25 @@ impl SlowPath {
         };
         slow_send::send_many(sockets[via.socket()].as_raw_fd(), packets, done);
     }
+}
+
+/// The interface of a received message's IP_PKTINFO (0: none).
+fn pktinfo_ifindex(msg: &libc::msghdr) -> u32 {
+    let mut ifindex = 0;
+    // SAFETY: the kernel filled msg_control with msg_controllen bytes of
+    // cmsgs; CMSG_FIRSTHDR/NXTHDR stay within them and an IP_PKTINFO
+    // cmsg's data is an in_pktinfo (read unaligned).
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::IPPROTO_IP && (*cmsg).cmsg_type == libc::IP_PKTINFO {
+                let info: libc::in_pktinfo = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                ifindex = info.ipi_ifindex as u32;
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    ifindex
 }
 
 fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {

@@ -16,7 +16,6 @@ use std::time::Instant;
 
 use super::counters::{Counters, Io};
 use super::fib::{Fib, NextHop};
-use super::interfaces::Interfaces;
 use super::publish::Reader;
 use super::slow_send::KernelBatch;
 pub use super::slowpath::Handoff;
@@ -113,7 +112,7 @@ pub fn dispose(
 /// Where the relayed packet in `frame` goes, with `path` to count once it
 /// has left. A native IPv6 packet too big for its link is answered
 /// instead (`may_answer`: once; the answer is an encapsulated IPv4 packet).
-fn route(
+pub(super) fn route(
     ctx: &Context,
     state: &mut WorkerState,
     frame: &mut Frame,
@@ -466,118 +465,6 @@ pub(super) fn kernel_io(via: Handoff) -> Io {
     match via {
         Handoff::Ipsec => Io::SentKernelIpsec,
         Handoff::Neighbour | Handoff::Route => Io::SentKernel,
-    }
-}
-
-/// The slow-path thread: relays what the kernel gives the TUN interface
-/// and the protocol-41 raw socket, and hands the results back to it.
-pub fn run_slow_path(
-    slow: Arc<SlowPath>,
-    interfaces: Arc<Interfaces>,
-    mut relay: Reader<Relay>,
-    mut fib: Reader<Fib>,
-    counters: Arc<Counters>,
-    stop: Arc<AtomicBool>,
-    tracer: Arc<Tracer>,
-) {
-    const HEADROOM: usize = 128;
-    let epoch = Instant::now();
-    let mut state = relay.get().worker_state(u16::MAX);
-    let mut buf = vec![0u8; HEADROOM + 65536];
-    let mut kernel = KernelBatch::default();
-    let mut fds = [
-        libc::pollfd {
-            fd: slow.tun_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: slow.raw41_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    while !stop.load(Ordering::Relaxed) {
-        counters.turn();
-        // SAFETY: fds is a live array of the length passed.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
-        if ready <= 0 {
-            continue;
-        }
-        if relay.refresh() {
-            counters.tcp_mss(state.take_mss_events());
-            state = relay.get().worker_state(u16::MAX);
-        }
-        fib.refresh();
-        let trace = tracer.filter_if_active();
-        for from_tun in [true, false] {
-            // Bounded per wakeup so one source cannot starve the other.
-            for _ in 0..BATCH {
-                let read = if from_tun {
-                    slow.read_tun(&mut buf[HEADROOM..]).map(|n| (n, None))
-                } else {
-                    slow.read_raw41(&mut buf[HEADROOM..])
-                        .map(|(n, ifindex)| (n, Some(ifindex)))
-                };
-                let Ok((n, ingress)) = read else { break };
-                counters.io(Io::ReceivedKernel, 1);
-                let host_multicast = from_tun && n >= 40 && buf[HEADROOM + 24] == 0xff;
-                let not_from_ces = ingress.is_some_and(|i| !interfaces.faces_ces(fib.get(), i));
-                let traced = trace.and_then(|f| {
-                    let ip = &buf[HEADROOM..HEADROOM + n];
-                    f.matches(ip, relay.get().domains())
-                        .then(|| crate::trace::summary(ip))
-                });
-                let mut frame = Frame::new(&mut buf, HEADROOM, n).expect("n fits the buffer");
-                let now_ns = epoch.elapsed().as_nanos() as u64;
-                let verdict = if host_multicast {
-                    Verdict::Drop(DropReason::HostMulticast)
-                } else if not_from_ces {
-                    Verdict::Drop(DropReason::Proto41WrongInterface)
-                } else if from_tun {
-                    relay.get().from_host_ipv6(&mut state, &mut frame, now_ns)
-                } else {
-                    relay.get().from_ipv4(&mut state, &mut frame, now_ns)
-                };
-                let routed = match verdict {
-                    Verdict::Drop(reason) => {
-                        // The packet as read (a drop leaves the addresses as they were).
-                        tracing::debug!(
-                            "slow path drop ({reason}): {}",
-                            crate::relay::describe(&buf[HEADROOM..HEADROOM + n])
-                        );
-                        (Disposition::Drop(reason), None)
-                    }
-                    // No ports: whatever the route, the kernel sends it.
-                    Verdict::Forward { path, egress } => {
-                        let ctx = Context {
-                            relay: relay.get(),
-                            fib: fib.get(),
-                            ports: &[],
-                            counters: &counters,
-                        };
-                        route(&ctx, &mut state, &mut frame, now_ns, path, egress, true)
-                    }
-                };
-                if let Some(packet) = traced {
-                    let from = match ingress {
-                        Some(i) => tracer::interface_name(i),
-                        None => slow.tun_name().to_string(),
-                    };
-                    tracer.offer(tracer::relay_event(
-                        "slow-path",
-                        from,
-                        packet,
-                        &routed,
-                        &[],
-                        &buf,
-                    ));
-                }
-                kernel.deliver(&slow, &counters, &buf, routed);
-            }
-        }
-        kernel.flush(&slow, &counters);
-        counters.tcp_mss(state.take_mss_events());
     }
 }
 
