@@ -474,10 +474,18 @@ fn disabled_fast_path_forwards_nothing_itself() {
             XDP_PASS,
             "to the (absent) socket"
         );
-        assert_eq!(steering.declines()[br_ebpf::DECLINE_DISABLED as usize], 1);
-        // Turned on by a reload, the same frame takes the fast path.
+        let decap = frame(&plain_spec(true, 0x0a60_0164));
+        assert_eq!(run_on(&steering, &decap, wan), XDP_PASS);
+        assert_eq!(steering.declines()[br_ebpf::DECLINE_DISABLED as usize], 2);
+        // Turned on by a reload (which rewrites every interface's entry),
+        // the same frames take the fast path; off again, they do not.
         steering.set_domains(&domains(), true).unwrap();
         assert_eq!(run_on(&steering, &input, lan), XDP_REDIRECT);
+        assert_eq!(run_on(&steering, &decap, wan), XDP_REDIRECT);
+        steering.set_domains(&domains(), false).unwrap();
+        assert_eq!(run_on(&steering, &input, lan), XDP_PASS);
+        assert_eq!(run_on(&steering, &decap, wan), XDP_PASS);
+        assert_eq!(steering.declines()[br_ebpf::DECLINE_DISABLED as usize], 4);
     })
     .join()
     .unwrap();

@@ -188,7 +188,7 @@ fn with_a_socket_bound_the_program_redirects() {
             slot: 0,
             mac: OUR_MAC,
             ce_facing,
-            pad: 0,
+            fast: 0,
         };
         steering.set_interface(1, lo(1)).unwrap();
         // The table is direct-mapped: an interface whose entry is taken is refused.

@@ -901,7 +901,7 @@ static __always_inline int steer_ipv6(struct xdp_md *ctx, struct ethhdr *eth, vo
 	action = foreign_mac(eth, in);
 	if (action >= 0)
 		return refuse_foreign(ctx, action);
-	action = fast_encapsulate(ctx, index);
+	action = in->fast ? fast_encapsulate(ctx, index) : decline(DECLINE_DISABLED);
 	if (action != DECLINED)
 		return action;
 	return steer(ctx, in, STAT_REDIRECT_IPV6);
@@ -924,7 +924,8 @@ static __always_inline int steer_proto41(struct xdp_md *ctx, struct ethhdr *eth,
 	 * hands what it decrypted to the daemon's socket. */
 	if (ipsec_covers4(&ipsec_in4, ip->saddr))
 		return count(ctx, STAT_PASS_IPSEC_IN, XDP_PASS);
-	action = fast_decapsulate(ctx);
+	/* Off: none of the fast path's checks (this is all steering costs). */
+	action = in->fast ? fast_decapsulate(ctx) : decline(DECLINE_DISABLED);
 	if (action != DECLINED)
 		return action;
 	return steer(ctx, in, STAT_REDIRECT_PROTO41);

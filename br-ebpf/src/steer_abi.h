@@ -97,7 +97,7 @@ struct if_info {
 	__u32 slot;                   /* its AF_XDP sockets: slot * MAX_QUEUES + queue */
 	__u8 mac[6];                  /* its own MAC: only frames to it are relayed */
 	__u8 ce_facing;               /* 1: protocol 41 from CEs is accepted here */
-	__u8 pad;
+	__u8 fast;                    /* 1: the XDP fast path is on (xdp-fast-path) */
 };
 
 /* One traced frame (br-daemon trace), as the XDP program saw it when it

@@ -69,7 +69,7 @@ impl Interfaces {
                 slot: slot as u32,
                 mac: fib.link_mac(*ifindex).unwrap_or_default(),
                 ce_facing: u8::from(self.faces_ces(fib, *ifindex)),
-                pad: 0,
+                fast: 0,
             };
             if written[slot] == Some(info) {
                 continue;

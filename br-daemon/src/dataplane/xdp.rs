@@ -89,7 +89,10 @@ pub struct IfInfo {
     pub mac: [u8; 6],
     /// 1: protocol 41 from CEs is accepted on it.
     pub ce_facing: u8,
-    pub pad: u8,
+    /// 1: the fast path is on; set by [`Steering::set_interface`] (and
+    /// [`Steering::set_domains`]), so that with it off a frame skips the
+    /// fast path's checks at once.
+    pub fast: u8,
 }
 
 // SAFETY: repr(C), only integer fields and no padding (4 + 4 + 6 + 1 + 1 =
@@ -128,6 +131,8 @@ pub struct Steering {
     generation: u32,
     /// What the next-hop cache was last told (IPv4, IPv6).
     next_hop_switches: (bool, bool),
+    /// Whether the fast path is on (every domain's and interface's `fast`).
+    fast: bool,
 }
 
 impl Steering {
@@ -160,6 +165,7 @@ impl Steering {
             trace_ring: Some(trace_ring),
             generation: 0,
             next_hop_switches: (false, false),
+            fast,
         };
         steering.set_domains(domains, fast)?;
         steering.seed_ipv4_ids()?;
@@ -244,8 +250,29 @@ impl Steering {
             brs.remove(&k)?;
         }
         self.set_few(FewSets::of(domains, slot), generation % 2)?;
+        if fast != self.fast {
+            self.fast = fast;
+            self.set_interfaces_fast(fast)?;
+        }
         // A CE's remembered next hop vouches for its domain's checks.
         self.renew_next_hops(self.next_hop_switches.0, self.next_hop_switches.1)
+    }
+
+    /// Rewrites every attached interface's entry with `fast`.
+    fn set_interfaces_fast(&mut self, fast: bool) -> Result<()> {
+        let mut map: Array<&mut MapData, IfInfo> = Array::try_from(
+            self.ebpf
+                .map_mut(br_ebpf::MAP_IF_INFO)
+                .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_IF_INFO))?,
+        )?;
+        for entry in 0..br_ebpf::MAX_IF_TABLE {
+            let info = map.get(&entry, 0)?;
+            if info.ifindex != 0 {
+                let fast = u8::from(fast);
+                map.set(entry, IfInfo { fast, ..info }, 0)?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes `sets` to copy `which` of `few_sets`, then makes it the one
@@ -343,7 +370,16 @@ impl Steering {
              (ifindex modulo {}): attach one of them only",
             br_ebpf::MAX_IF_TABLE
         );
-        map.set(entry, IfInfo { ifindex, ..info }, 0)?;
+        let fast = u8::from(self.fast);
+        map.set(
+            entry,
+            IfInfo {
+                ifindex,
+                fast,
+                ..info
+            },
+            0,
+        )?;
         Ok(())
     }
 

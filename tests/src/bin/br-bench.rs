@@ -114,6 +114,21 @@ struct Outcome {
     /// br-daemon's resident set (VmRSS) after the trials, in KiB; 0
     /// for the baselines.
     daemon_rss_kib: u64,
+    /// afxdp-bare and br-afxdp rows: a trial paced at the load the bare
+    /// forwarder was offered flat out (Testbed::equal_load_pps).
+    equal_load: Option<EqualLoad>,
+}
+
+/// The equal load: this share of the bare forwarder's flat-out rate.
+const EQUAL_LOAD: f64 = 0.8;
+
+/// A trial at a given paced load: what was offered, forwarded, and the
+/// gateway's CPU per forwarded packet.
+#[derive(Clone, Copy, Debug, Default)]
+struct EqualLoad {
+    offered_pps: f64,
+    forwarded_pps: f64,
+    gateway_cpu_ns_per_packet: f64,
 }
 
 /// What one trial measured.
@@ -536,6 +551,14 @@ struct Testbed {
     daemon: Option<(Proc, u16, Forwarder)>,
     /// `--generator pktgen`: the kernel's pktgen sends what it can.
     pktgen: bool,
+    /// EQUAL_LOAD of the first afxdp-bare row's flat-out forwarded rate.
+    /// Flat out, the generator (which shares its CPU with the sink)
+    /// offers more to a gateway that forwards less, so br-afxdp rows face
+    /// more load than the bare forwarder did; at this paced load both
+    /// face the same, below the edge where rows flip between keeping up
+    /// and receive livelock (seen here at 1.05 Mpps: the same row
+    /// forwarded 0.39 or 1.06 Mpps).
+    equal_load_pps: Option<f64>,
 }
 
 fn veth(a_ns: &Netns, a: &str, b_ns: &Netns, b: &str) {
@@ -609,6 +632,7 @@ impl Testbed {
             bare: None,
             daemon: None,
             pktgen: false,
+            equal_load_pps: None,
         })
     }
 
@@ -1039,6 +1063,7 @@ impl Testbed {
                 0.0
             }
         };
+        let equal_load = self.equal_load_trial(sc, forwarded, full)?;
         let (zero_loss_pps, zero_loss_cpu) = if forwarded >= offered * 0.9999 {
             (offered, per_frame(median.gateway_cpu_ns))
         } else {
@@ -1060,7 +1085,38 @@ impl Testbed {
             xdp_ns_per_run,
             gateway_cpus_busy: median.gateway_cpu_ns as f64 / (median.seconds * 1e9),
             daemon_rss_kib: self.daemon_rss_kib(),
+            equal_load,
         })
+    }
+
+    /// For afxdp-bare and br-afxdp rows: a trial paced at the equal load
+    /// (set by the first afxdp-bare row from its flat-out `forwarded`).
+    fn equal_load_trial(
+        &mut self,
+        sc: &Scenario,
+        forwarded: f64,
+        seconds: f64,
+    ) -> Result<Option<EqualLoad>> {
+        if !matches!(sc.forwarder, Forwarder::AfxdpBare | Forwarder::BrAfxdp) || sc.queues != 1 {
+            return Ok(None);
+        }
+        if sc.forwarder == Forwarder::AfxdpBare && self.equal_load_pps.is_none() {
+            self.equal_load_pps = Some(forwarded * EQUAL_LOAD);
+        }
+        let Some(load) = self.equal_load_pps else {
+            return Ok(None);
+        };
+        let t = self.trial(sc, Some(load), seconds)?;
+        let frames = t.forwarded_pps * t.seconds;
+        Ok(Some(EqualLoad {
+            offered_pps: t.offered_pps,
+            forwarded_pps: t.forwarded_pps,
+            gateway_cpu_ns_per_packet: if frames > 0.0 {
+                t.gateway_cpu_ns as f64 / frames
+            } else {
+                0.0
+            },
+        }))
     }
 }
 
@@ -1201,6 +1257,33 @@ fn main() -> Result<()> {
     report(&results, &program, quick, pktgen, cpus, started.elapsed())
 }
 
+/// The afxdp-bare and br-afxdp rows at the equal load, if measured.
+fn equal_load_table(md: &mut String, results: &[(Scenario, Outcome)]) {
+    let rows: Vec<_> = results
+        .iter()
+        .filter(|(_, o)| o.equal_load.is_some())
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "\nAt equal load (paced at {:.0}% of the first afxdp-bare row's flat-out rate: flat out, the generator shares its CPU with the sink and offers more to a gateway that forwards less, so rows do not face the same load; targets: br-afxdp ≥ 0.9× bare in rate and CPU per packet):\n", EQUAL_LOAD * 100.0);
+    let _ = writeln!(md, "| scenario | offered pps | forwarded pps | gateway CPU ns/packet | ÷ bare AF_XDP (rate / CPU) |\n| --- | ---: | ---: | ---: | ---: |");
+    for (s, o) in rows {
+        let e = o.equal_load.expect("filtered");
+        let r = Ratios::of(results, s, o);
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {:.0} | {} |",
+            s.name,
+            e.offered_pps,
+            e.forwarded_pps,
+            e.gateway_cpu_ns_per_packet,
+            r.bare_equal_load
+                .map_or("–".to_string(), |(a, b)| format!("{a:.2} / {b:.2}")),
+        );
+    }
+}
+
 /// Bar colour of a forwarder in the chart.
 fn color(f: Forwarder) -> u32 {
     match f {
@@ -1223,6 +1306,10 @@ struct Ratios {
     bare: Option<(f64, f64)>,
     /// Kernel forwarding's CPU per packet over the row's (flat out, zero loss).
     kernel_cpu: (f64, f64),
+    /// br-afxdp rows at the equal load: forwarded rate over the bare
+    /// forwarder's (the better), and the bare forwarder's CPU per packet
+    /// (the cheaper) over the row's.
+    bare_equal_load: Option<(f64, f64)>,
 }
 
 impl Ratios {
@@ -1270,6 +1357,21 @@ impl Ratios {
                 inverse(cheapest(flat_cpu), o.gateway_cpu_ns_per_packet),
                 inverse(cheapest(zero_cpu), o.zero_loss_gateway_cpu_ns_per_packet),
             ),
+            bare_equal_load: o
+                .equal_load
+                .filter(|_| s.forwarder == Forwarder::BrAfxdp)
+                .map(|e| {
+                    let bare = same(Forwarder::AfxdpBare).filter_map(|b| b.equal_load);
+                    let rate = bare.clone().map(|b| b.forwarded_pps).fold(0.0, f64::max);
+                    let cpu = bare
+                        .map(|b| b.gateway_cpu_ns_per_packet)
+                        .filter(|c| *c > 0.0)
+                        .fold(f64::INFINITY, f64::min);
+                    (
+                        ratio(e.forwarded_pps, rate),
+                        inverse(cpu, e.gateway_cpu_ns_per_packet),
+                    )
+                }),
         }
     }
 }
@@ -1341,7 +1443,8 @@ fn report(
              \"latency_us_p50\": {}, \"latency_us_p99\": {}, \"latency_us_p999\": {}, \
              \"gateway_cpu_ns_per_packet\": {:.1}, \"zero_loss_gateway_cpu_ns_per_packet\": {:.1}, \"gateway_cpus_busy\": {:.3}, \
              \"sink_cpu_ns_per_packet\": {:.1}, \"cpu_ratio_kernel_forwarding\": {:.3}, \"zero_loss_cpu_ratio_kernel_forwarding\": {:.3}, \
-             \"xdp_ns_per_run\": {:.1}, \"daemon_rss_kib\": {}}}{}",
+             \"xdp_ns_per_run\": {:.1}, \"daemon_rss_kib\": {}, \"equal_load_offered_pps\": {}, \"equal_load_forwarded_pps\": {}, \
+             \"equal_load_ratio_afxdp_ceiling\": {}, \"equal_load_cpu_ratio_afxdp_ceiling\": {}}}{}",
             s.name, s.forwarder, s.stream, s.size, s.flows, s.queues, o.offered_pps, o.forwarded_pps, o.loss_pct,
             o.zero_loss_pps, r.kernel.0, r.kernel.1, r.xdp,
             r.bare.map_or("null".to_string(), |b| format!("{:.3}", b.0)),
@@ -1350,10 +1453,15 @@ fn report(
             o.latency_us[0], o.latency_us[1], o.latency_us[2],
             o.gateway_cpu_ns_per_packet, o.zero_loss_gateway_cpu_ns_per_packet, o.gateway_cpus_busy,
             o.sink_cpu_ns_per_packet, r.kernel_cpu.0, r.kernel_cpu.1, o.xdp_ns_per_run, o.daemon_rss_kib,
+            o.equal_load.map_or("null".to_string(), |e| format!("{:.0}", e.offered_pps)),
+            o.equal_load.map_or("null".to_string(), |e| format!("{:.0}", e.forwarded_pps)),
+            r.bare_equal_load.map_or("null".to_string(), |b| format!("{:.3}", b.0)),
+            r.bare_equal_load.map_or("null".to_string(), |b| format!("{:.3}", b.1)),
             if i + 1 < results.len() { "," } else { "" }
         );
     }
     json.push_str("]\n");
+    equal_load_table(&mut md, results);
     if !program.is_empty() {
         let _ = writeln!(md, "\nThe XDP program alone (fast path on, minimum frames on in0, median of {} runs of BPF_PROG_TEST_RUN in the gateway's namespace; targets: encap ≤ 150, decap and hairpin ≤ 200 ns):\n", xdp_cost::RUNS);
         let _ = writeln!(md, "| stream | ns/run (median) |\n| --- | ---: |");
