@@ -1,9 +1,10 @@
 //! Keeps the XDP program's next-hop cache honest (steer.bpf.c,
-//! `fib_lookup_cached`). The program remembers `bpf_fib_lookup`'s answer
-//! per destination and ingress; every rtnetlink notification (a route,
-//! neighbour, link, address, rule or forwarding switch changed) starts a
-//! new generation at once, which forgets them all. A thread of its own
-//! does it, on its own netlink socket, without the 20 ms batching of the
+//! `next_hop_remembered`, `next_hop_ask`). The program remembers
+//! `bpf_fib_lookup`'s answer per destination and ingress; every
+//! rtnetlink notification (a route, neighbour, link, address, rule or
+//! forwarding switch changed) starts a new generation at once, which
+//! forgets them all. A thread of its own does it, on its own netlink
+//! socket, without the 20 ms batching of the
 //! snapshot the AF_XDP workers use: a change reaches the fast path within
 //! the notification's delivery.
 //!
