@@ -181,8 +181,19 @@ fn ipv6_handed_to_the_kernel_is_routed_by_its_own_source() {
         packet[8..24].copy_from_slice(&CE_IPV6.parse::<Ipv6Addr>().unwrap().octets());
         let dst: Ipv6Addr = LAN_HOST.parse().unwrap();
         packet[24..40].copy_from_slice(&dst.octets());
-        slow.send_ipv6(&packet, dst, Handoff::Route)
-            .expect("a CE's source is accepted (IPV6_FREEBIND)");
+        let counters = Counters::default();
+        let mut batch = KernelBatch::default();
+        let d = Disposition::KernelIpv6 {
+            dst,
+            head: 0,
+            len: packet.len(),
+            via: Handoff::Route,
+        };
+        batch.deliver(&slow, &counters, &packet, (d, None));
+        batch.flush(&slow, &counters);
+        // A CE's source is accepted (IPV6_FREEBIND).
+        let totals = Totals::sum([&counters]);
+        assert_eq!(totals.get_io(Io::SentKernel), 1, "sent");
         // The rule on the 6rd prefix picked table 100: out of b0, the
         // packet unchanged.
         let to_host =

@@ -6,49 +6,56 @@
 //! it once each (an IPI, under a hypervisor a VM exit: a quarter of the
 //! slow-path thread's time in its profile).
 //!
-//! [`KernelBatch`] collects a wakeup's packets (copied, so the receive
-//! buffer can be reused) and sends them in order, each run of one socket
-//! in one call, counting each packet as [`deliver_elsewhere`] does.
-//!
-//! [`deliver_elsewhere`]: super::worker::deliver_elsewhere
+//! [`KernelBatch`] carries out what the relay decided for a packet that
+//! does not leave by an AF_XDP socket: counts a drop, writes a packet for
+//! the host into the TUN, or collects one for a raw socket (copied, so
+//! the receive buffer can be reused) and sends the wakeup's collection in
+//! order, each run of one socket in one call, counting each packet.
 
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 
-use super::counters::Counters;
+use super::counters::{Counters, Io};
 use super::slowpath::{Handoff, SlowPath};
-use super::worker::{deliver_elsewhere, kernel_io, Disposition, Routed};
+use super::worker::{Disposition, Routed};
 use crate::relay::{DropReason, Path};
 
 /// Packets per `sendmmsg` call (and per [`KernelBatch`] before it sends).
 pub const SEND_BATCH: usize = 64;
 
 /// Sends `packets` (complete IP packets, all of one family, header
-/// included) on the raw socket `fd` in order, without blocking; then
-/// `done(i, result)` for packet `i`. A packet's own source goes along as
+/// included) on the raw socket `fd` in order, [`SEND_BATCH`] per call,
+/// without blocking; then `done(i, result)` for packet `i`. A packet's own source goes along as
 /// IP_PKTINFO or IPV6_PKTINFO: a header-included raw socket's flow
 /// otherwise carries the source the route picks (the WAN or LAN address),
 /// which an IPsec policy for the BR address or a 6rd prefix, or a routing
 /// rule on the source, would not match.
-pub fn send_many(
+pub fn send_many<'a>(
     fd: RawFd,
-    packets: &[(&[u8], IpAddr)],
+    packets: impl IntoIterator<Item = (&'a [u8], IpAddr)>,
     mut done: impl FnMut(usize, io::Result<()>),
 ) {
-    for (n, chunk) in packets.chunks(SEND_BATCH).enumerate() {
-        send_chunk(fd, chunk, n * SEND_BATCH, &mut done);
+    let mut packets = packets.into_iter();
+    let mut first = 0;
+    loop {
+        let n = send_chunk(fd, &mut packets, first, &mut done);
+        if n < SEND_BATCH {
+            return;
+        }
+        first += n;
     }
 }
 
-fn send_chunk(
+/// Sends up to SEND_BATCH of `packets`: how many it took.
+fn send_chunk<'a>(
     fd: RawFd,
-    chunk: &[(&[u8], IpAddr)],
+    packets: &mut impl Iterator<Item = (&'a [u8], IpAddr)>,
     first: usize,
     done: &mut impl FnMut(usize, io::Result<()>),
-) {
-    // Every pointer set below points into these arrays or `chunk`, which
-    // outlive the sendmmsg calls.
+) -> usize {
+    // Every pointer set below points into these arrays or the packets
+    // (borrowed for 'a), which outlive the sendmmsg calls.
     // SAFETY: an all-zero sockaddr_in6 is valid (the unspecified address).
     let mut names: [libc::sockaddr_in6; SEND_BATCH] = unsafe { std::mem::zeroed() };
     // SAFETY: an all-zero iovec is valid (null base, zero length).
@@ -56,7 +63,9 @@ fn send_chunk(
     // SAFETY: an all-zero mmsghdr is valid (null pointers, zero lengths).
     let mut msgs: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
     let mut controls = [[0u64; 6]; SEND_BATCH];
-    for (i, &(packet, dst)) in chunk.iter().enumerate() {
+    let mut count = 0;
+    for (i, (packet, dst)) in packets.take(SEND_BATCH).enumerate() {
+        count = i + 1;
         iovs[i] = libc::iovec {
             iov_base: packet.as_ptr() as *mut libc::c_void,
             iov_len: packet.len(),
@@ -119,8 +128,8 @@ fn send_chunk(
         }
     }
     let mut sent = 0;
-    while sent < chunk.len() {
-        let left = &mut msgs[sent..chunk.len()];
+    while sent < count {
+        let left = &mut msgs[sent..count];
         // SAFETY: `left` is a live array of initialised mmsghdrs of the
         // length passed; what they point at is live (see above).
         let n = unsafe {
@@ -142,6 +151,7 @@ fn send_chunk(
         }
         sent += n as usize;
     }
+    count
 }
 
 /// One control message (`level`, `kind`) carrying `data`, in `space`.
@@ -180,11 +190,19 @@ pub struct KernelBatch {
 }
 
 impl KernelBatch {
-    /// Carries out `routed` as [`deliver_elsewhere`] does, except that a
+    /// Carries out `routed` (anything but Transmit, which the caller
+    /// does) and counts it, its path too once the kernel took it; a
     /// packet for a raw socket waits for the next flush (which comes at
     /// once when the batch is full).
     pub fn deliver(&mut self, slow: &SlowPath, counters: &Counters, chunk: &[u8], routed: Routed) {
-        let (dst, head, len, via) = match routed.0 {
+        let (d, path) = routed;
+        let (dst, head, len, via) = match d {
+            Disposition::Transmit { .. } => unreachable!("transmitted by the caller"),
+            Disposition::Drop(reason) => return counters.dropped(reason),
+            Disposition::Host { head, len } => {
+                let sent = slow.to_host(&chunk[head..head + len]);
+                return count(counters, sent.map(|_| Io::SentHost), path);
+            }
             Disposition::KernelIpv4 {
                 dst,
                 head,
@@ -197,7 +215,6 @@ impl KernelBatch {
                 len,
                 via,
             } => (IpAddr::V6(dst), head, len, via),
-            _ => return deliver_elsewhere(slow, counters, chunk, routed),
         };
         let start = self.bytes.len();
         self.bytes.extend_from_slice(&chunk[head..head + len]);
@@ -206,7 +223,7 @@ impl KernelBatch {
             len,
             dst,
             via,
-            path: routed.1,
+            path,
         });
         if self.pending.len() >= SEND_BATCH {
             self.flush(slow, counters);
@@ -217,7 +234,6 @@ impl KernelBatch {
     /// one call; counts each as sent (and its path) or failed.
     pub fn flush(&mut self, slow: &SlowPath, counters: &Counters) {
         let mut at = 0;
-        let mut run: Vec<(&[u8], IpAddr)> = Vec::with_capacity(self.pending.len());
         while at < self.pending.len() {
             let first = &self.pending[at];
             let key = (first.dst.is_ipv4(), first.via.socket());
@@ -226,28 +242,39 @@ impl KernelBatch {
                     .iter()
                     .take_while(|p| (p.dst.is_ipv4(), p.via.socket()) == key)
                     .count();
-            run.clear();
-            run.extend(
-                self.pending[at..end]
-                    .iter()
-                    .map(|p| (&self.bytes[p.start..p.start + p.len], p.dst)),
-            );
-            let pending = &self.pending[at..end];
-            slow.send_many(first.via, &run, |i, result| match result {
-                Ok(()) => {
-                    counters.io(kernel_io(pending[i].via), 1);
-                    if let Some(path) = pending[i].path {
-                        counters.path(path);
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!("handing a packet to the kernel failed: {e}");
-                    counters.dropped(DropReason::KernelSendFailed);
-                }
+            let run = &self.pending[at..end];
+            let packets = run
+                .iter()
+                .map(|p| (&self.bytes[p.start..p.start + p.len], p.dst));
+            slow.send_many(key.0, first.via, packets, |i, sent| {
+                count(counters, sent.map(|_| kernel_io(run[i].via)), run[i].path)
             });
             at = end;
         }
         self.pending.clear();
         self.bytes.clear();
+    }
+}
+
+/// Counts a packet handed to the kernel: sent (its path too) or failed.
+fn count(counters: &Counters, sent: io::Result<Io>, path: Option<Path>) {
+    match sent {
+        Ok(io) => {
+            counters.io(io, 1);
+            if let Some(path) = path {
+                counters.path(path);
+            }
+        }
+        Err(e) => {
+            tracing::debug!("handing a packet to the kernel failed: {e}");
+            counters.dropped(DropReason::KernelSendFailed);
+        }
+    }
+}
+
+fn kernel_io(via: Handoff) -> Io {
+    match via {
+        Handoff::Ipsec => Io::SentKernelIpsec,
+        Handoff::Neighbour | Handoff::Route => Io::SentKernel,
     }
 }

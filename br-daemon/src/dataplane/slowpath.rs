@@ -16,7 +16,7 @@
 //! removes it with its addresses and routes.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::Command;
 
@@ -365,40 +365,17 @@ impl SlowPath {
         cvt(n as libc::c_int, "write to TUN").map(drop)
     }
 
-    /// Hands a complete IPv4 packet to the kernel to route (its own
-    /// source goes along as IP_PKTINFO: see [`slow_send::send_many`]).
-    pub fn send_ipv4(&self, packet: &[u8], dst: Ipv4Addr, via: Handoff) -> io::Result<()> {
-        self.send_one(packet, IpAddr::V4(dst), via)
-    }
-
-    /// Hands a complete IPv6 packet to the kernel to route.
-    pub fn send_ipv6(&self, packet: &[u8], dst: Ipv6Addr, via: Handoff) -> io::Result<()> {
-        self.send_one(packet, IpAddr::V6(dst), via)
-    }
-
-    fn send_one(&self, packet: &[u8], dst: IpAddr, via: Handoff) -> io::Result<()> {
-        let mut result = Ok(());
-        self.send_many(via, &[(packet, dst)], |_, r| result = r);
-        result
-    }
-
-    /// Hands complete packets of one family to the kernel to route, in
-    /// order, on `via`'s socket; `done(i, result)` for packet `i`.
-    pub fn send_many(
+    /// Hands complete packets to the kernel to route, in order, on
+    /// `via`'s IPv4 socket (`ipv4`) or IPv6 one; `done(i, result)` for
+    /// packet `i` (see [`slow_send::send_many`]).
+    pub fn send_many<'a>(
         &self,
+        ipv4: bool,
         via: Handoff,
-        packets: &[(&[u8], IpAddr)],
+        packets: impl IntoIterator<Item = (&'a [u8], IpAddr)>,
         done: impl FnMut(usize, io::Result<()>),
     ) {
-        let Some(&(_, first)) = packets.first() else {
-            return;
-        };
-        debug_assert!(packets.iter().all(|p| p.1.is_ipv4() == first.is_ipv4()));
-        let sockets = if first.is_ipv4() {
-            &self.out4
-        } else {
-            &self.out6
-        };
+        let sockets = if ipv4 { &self.out4 } else { &self.out6 };
         slow_send::send_many(sockets[via.socket()].as_raw_fd(), packets, done);
     }
 }

@@ -417,57 +417,6 @@ impl Worker {
     }
 }
 
-/// Carries out a disposition other than Transmit, and counts it (its
-/// path too, once the kernel took it).
-pub fn deliver_elsewhere(slow: &SlowPath, counters: &Counters, chunk: &[u8], routed: Routed) {
-    let (d, path) = routed;
-    let result = match d {
-        Disposition::Transmit { .. } => unreachable!("transmitted by the caller"),
-        Disposition::Drop(reason) => {
-            counters.dropped(reason);
-            return;
-        }
-        Disposition::KernelIpv4 {
-            dst,
-            head,
-            len,
-            via,
-        } => slow
-            .send_ipv4(&chunk[head..head + len], dst, via)
-            .map(|_| kernel_io(via)),
-        Disposition::KernelIpv6 {
-            dst,
-            head,
-            len,
-            via,
-        } => slow
-            .send_ipv6(&chunk[head..head + len], dst, via)
-            .map(|_| kernel_io(via)),
-        Disposition::Host { head, len } => {
-            slow.to_host(&chunk[head..head + len]).map(|_| Io::SentHost)
-        }
-    };
-    match result {
-        Ok(io) => {
-            counters.io(io, 1);
-            if let Some(path) = path {
-                counters.path(path);
-            }
-        }
-        Err(e) => {
-            tracing::debug!("handing a packet to the kernel failed: {e}");
-            counters.dropped(DropReason::KernelSendFailed);
-        }
-    }
-}
-
-pub(super) fn kernel_io(via: Handoff) -> Io {
-    match via {
-        Handoff::Ipsec => Io::SentKernelIpsec,
-        Handoff::Neighbour | Handoff::Route => Io::SentKernel,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

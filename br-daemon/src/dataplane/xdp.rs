@@ -177,11 +177,8 @@ impl Steering {
     /// CE's packets rarely collide.
     fn seed_ipv4_ids(&mut self) -> Result<()> {
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
-        let mut ids: PerCpuArray<&mut MapData, u32> = PerCpuArray::try_from(
-            self.ebpf
-                .map_mut(br_ebpf::MAP_IPV4_IDS)
-                .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_IPV4_IDS))?,
-        )?;
+        let mut ids: PerCpuArray<&mut MapData, u32> =
+            PerCpuArray::try_from(map_mut(&mut self.ebpf, br_ebpf::MAP_IPV4_IDS)?)?;
         let seeds: Vec<u32> = (0..cpus as u32)
             .map(|cpu| (cpu.wrapping_mul(0x9e37) + 0x4f1b) & 0xffff)
             .collect();
@@ -202,19 +199,13 @@ impl Steering {
         );
         let generation = self.generation.wrapping_add(1);
         let slot = |i: usize| (generation % 2) * br_ebpf::MAX_PREFIXES + i as u32;
-        let mut infos: Array<&mut MapData, DomainInfo> = Array::try_from(
-            self.ebpf
-                .map_mut(br_ebpf::MAP_DOMAINS)
-                .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_DOMAINS))?,
-        )?;
+        let mut infos: Array<&mut MapData, DomainInfo> =
+            Array::try_from(map_mut(&mut self.ebpf, br_ebpf::MAP_DOMAINS)?)?;
         for (i, d) in domains.iter().enumerate() {
             infos.set(slot(i), DomainInfo::of(d, fast), 0)?;
         }
-        let mut prefixes: LpmTrie<&mut MapData, [u8; 16], u32> = LpmTrie::try_from(
-            self.ebpf
-                .map_mut(br_ebpf::MAP_SIXRD_PREFIXES)
-                .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_SIXRD_PREFIXES))?,
-        )?;
+        let mut prefixes: LpmTrie<&mut MapData, [u8; 16], u32> =
+            LpmTrie::try_from(map_mut(&mut self.ebpf, br_ebpf::MAP_SIXRD_PREFIXES)?)?;
         let key = |d: &Domain| {
             let p = d.prefix();
             Key::new(u32::from(p.prefix_len()), p.network().octets())
@@ -233,11 +224,8 @@ impl Steering {
             }
         }
         self.generation = generation;
-        let mut brs: HashMap<&mut MapData, u32, u8> = HashMap::try_from(
-            self.ebpf
-                .map_mut(br_ebpf::MAP_BR_ADDRS)
-                .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_BR_ADDRS))?,
-        )?;
+        let mut brs: HashMap<&mut MapData, u32, u8> =
+            HashMap::try_from(map_mut(&mut self.ebpf, br_ebpf::MAP_BR_ADDRS)?)?;
         let wanted: Vec<u32> = domains
             .iter()
             .flat_map(|d| d.br_ipv4_all().iter().map(|a| u32::from(*a).to_be()))
@@ -255,16 +243,13 @@ impl Steering {
             self.set_interfaces_fast(fast)?;
         }
         // A CE's remembered next hop vouches for its domain's checks.
-        self.renew_next_hops(self.next_hop_switches.0, self.next_hop_switches.1)
+        self.renew_generation()
     }
 
     /// Rewrites every attached interface's entry with `fast`.
     fn set_interfaces_fast(&mut self, fast: bool) -> Result<()> {
-        let mut map: Array<&mut MapData, IfInfo> = Array::try_from(
-            self.ebpf
-                .map_mut(br_ebpf::MAP_IF_INFO)
-                .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_IF_INFO))?,
-        )?;
+        let mut map: Array<&mut MapData, IfInfo> =
+            Array::try_from(map_mut(&mut self.ebpf, br_ebpf::MAP_IF_INFO)?)?;
         for entry in 0..br_ebpf::MAX_IF_TABLE {
             let info = map.get(&entry, 0)?;
             if info.ifindex != 0 {
@@ -278,17 +263,11 @@ impl Steering {
     /// Writes `sets` to copy `which` of `few_sets`, then makes it the one
     /// the program reads (the other copy may be in use until then).
     fn set_few(&mut self, sets: FewSets, which: u32) -> Result<()> {
-        let mut copies: Array<&mut MapData, FewSets> = Array::try_from(
-            self.ebpf
-                .map_mut(br_ebpf::MAP_FEW_SETS)
-                .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_FEW_SETS))?,
-        )?;
+        let mut copies: Array<&mut MapData, FewSets> =
+            Array::try_from(map_mut(&mut self.ebpf, br_ebpf::MAP_FEW_SETS)?)?;
         copies.set(which, sets, 0)?;
-        let mut current: Array<&mut MapData, u32> = Array::try_from(
-            self.ebpf
-                .map_mut(br_ebpf::MAP_FEW_CURRENT)
-                .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_FEW_CURRENT))?,
-        )?;
+        let mut current: Array<&mut MapData, u32> =
+            Array::try_from(map_mut(&mut self.ebpf, br_ebpf::MAP_FEW_CURRENT)?)?;
         current.set(0, which, 0)?;
         Ok(())
     }
@@ -357,11 +336,8 @@ impl Steering {
             "at most {} interfaces",
             br_ebpf::MAX_INTERFACES
         );
-        let mut map: Array<&mut MapData, IfInfo> = Array::try_from(
-            self.ebpf
-                .map_mut(br_ebpf::MAP_IF_INFO)
-                .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_IF_INFO))?,
-        )?;
+        let mut map: Array<&mut MapData, IfInfo> =
+            Array::try_from(map_mut(&mut self.ebpf, br_ebpf::MAP_IF_INFO)?)?;
         let entry = ifindex % br_ebpf::MAX_IF_TABLE;
         let held = map.get(&entry, 0)?.ifindex;
         anyhow::ensure!(
@@ -428,10 +404,7 @@ impl Steering {
                 wanted.len(),
                 br_ebpf::MAX_IPSEC_PREFIXES
             );
-            let data = self
-                .ebpf
-                .map_mut(map)
-                .ok_or_else(|| anyhow!("no map {map}"))?;
+            let data = map_mut(&mut self.ebpf, map)?;
             if v4 {
                 let keys = wanted.iter().filter_map(|n| match n {
                     IpNet::V4(n) => Some(Key::new(u32::from(n.prefix_len()), n.addr().octets())),
@@ -447,7 +420,7 @@ impl Steering {
             }
         }
         // A CE's remembered next hop vouches it is not under a policy.
-        self.renew_next_hops(self.next_hop_switches.0, self.next_hop_switches.1)
+        self.renew_generation()
     }
 
     /// Makes `ifindexes` the interfaces the fast path may redirect to.
@@ -462,16 +435,13 @@ impl Steering {
             self.fast_egress.insert(i, 1, 0)?;
         }
         // The next-hop cache remembers whether an egress was in the set.
-        self.renew_next_hops(self.next_hop_switches.0, self.next_hop_switches.1)
+        self.renew_generation()
     }
 
     /// Turns the XDP program's tracing on or off (`trace_on`).
     pub fn set_trace(&mut self, on: bool) -> Result<()> {
-        let mut map: Array<&mut MapData, u32> = Array::try_from(
-            self.ebpf
-                .map_mut(br_ebpf::MAP_TRACE_ON)
-                .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_TRACE_ON))?,
-        )?;
+        let mut map: Array<&mut MapData, u32> =
+            Array::try_from(map_mut(&mut self.ebpf, br_ebpf::MAP_TRACE_ON)?)?;
         map.set(0, u32::from(on), 0)?;
         Ok(())
     }
@@ -486,15 +456,19 @@ impl Steering {
         self.trace_ring = Some(ring);
     }
 
+    /// A new generation of the next-hop cache with the switches as they
+    /// are: what remembered answers vouched for may have changed.
+    fn renew_generation(&mut self) -> Result<()> {
+        let (v4, v6) = self.next_hop_switches;
+        self.renew_next_hops(v4, v6)
+    }
+
     /// The next-hop cache: a new generation, so that every next hop the
     /// program remembered is looked up in the kernel again, and whether
     /// each family may remember (the cache is off until this is called).
     pub fn renew_next_hops(&mut self, cache_ipv4: bool, cache_ipv6: bool) -> Result<()> {
-        let mut map: Array<&mut MapData, FibState> = Array::try_from(
-            self.ebpf
-                .map_mut(br_ebpf::MAP_FIB_STATE)
-                .ok_or_else(|| anyhow!("no map {}", br_ebpf::MAP_FIB_STATE))?,
-        )?;
+        let mut map: Array<&mut MapData, FibState> =
+            Array::try_from(map_mut(&mut self.ebpf, br_ebpf::MAP_FIB_STATE)?)?;
         let generation = map.get(&0, 0)?.generation.wrapping_add(1);
         let state = FibState {
             generation,
@@ -525,7 +499,6 @@ fn maps_of(ebpf: &Ebpf) -> Result<Vec<(String, OwnedFd)>> {
             let data = match map {
                 Map::Array(d)
                 | Map::HashMap(d)
-                | Map::LruHashMap(d)
                 | Map::LpmTrie(d)
                 | Map::PerCpuArray(d)
                 | Map::RingBuf(d)
@@ -587,6 +560,11 @@ fn sum_over_cpus(counters: &PerCpuArray<MapData, u64>, count: u32) -> Vec<u64> {
     (0..count)
         .map(|i| counters.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0))
         .collect()
+}
+
+fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Map> {
+    ebpf.map_mut(name)
+        .ok_or_else(|| anyhow!("no map {name} in the XDP object"))
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
